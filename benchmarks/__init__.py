@@ -1,0 +1,1 @@
+"""Speed and accuracy harnesses. Run from the repository root: ``python -m benchmarks.<name> --help``."""

@@ -1,0 +1,43 @@
+"""Metrics agree with scikit-learn and speak the floor's language (miss, over-detection)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from models.metrics import confusion, image_metrics, pixel_roc_auc, rates, roc_auc
+
+
+def test_auroc_matches_sklearn_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        labels = rng.integers(0, 2, 400)
+        scores = np.round(rng.normal(labels * 0.7, 1.0), 1)  # rounding makes many ties
+        assert math.isclose(roc_auc(labels, scores), roc_auc_score(labels, scores), rel_tol=1e-12)
+
+
+def test_auroc_edge_cases() -> None:
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert roc_auc([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 0.0
+    assert roc_auc([0, 1], [0.5, 0.5]) == 0.5
+    assert math.isnan(roc_auc([0, 0], [0.1, 0.2]))
+
+
+def test_pixel_auroc_pools_all_pixels() -> None:
+    masks = [np.zeros((4, 4), bool), np.pad(np.ones((2, 2), bool), 1)]
+    maps = [np.zeros((4, 4)), masks[1].astype(float) + 0.1]
+    assert pixel_roc_auc(masks, maps) == 1.0
+
+
+def test_rates_use_factory_words() -> None:
+    labels = [0, 0, 0, 0, 1, 1, 1, 1]
+    scores = [0.1, 0.2, 0.3, 0.9, 0.8, 0.7, 0.2, 0.95]
+    counts = confusion(labels, scores, 0.5)
+    assert counts == {"true_positive": 3, "false_positive": 1, "true_negative": 3, "false_negative": 1}
+    r = rates(counts)
+    assert r["miss_rate"] == 0.25 and r["over_detection_rate"] == 0.25
+    assert r["f1"] == 0.75
+    metrics = image_metrics(labels, scores, 0.5)
+    assert metrics["n_defect"] == 4 and metrics["threshold"] == 0.5

@@ -1,0 +1,73 @@
+"""Decoding is defensive: bad bytes get a named error, oversized images are refused before decoding."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.preprocess import (
+    BadImageError,
+    ImageTooLargeError,
+    PreprocessConfig,
+    open_image,
+    preprocess_bytes,
+)
+
+
+def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height but carries almost no data (a decompression bomb shape)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("mode,fmt", [("RGB", "PNG"), ("L", "PNG"), ("RGB", "JPEG"), ("L", "BMP"), ("RGBA", "PNG")])
+def test_common_images_become_normalised_tensors(mode: str, fmt: str) -> None:
+    image = Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)).convert(mode)
+    tensor = preprocess_bytes(encode(image, fmt), PreprocessConfig(image_size=64))
+    assert tensor.shape == (3, 64, 64)
+    assert float(tensor.min()) >= -1.0 and float(tensor.max()) <= 1.0
+
+
+def test_sixteen_bit_grayscale_is_scaled() -> None:
+    array = np.full((20, 20), 65535, dtype=np.uint16)
+    tensor = preprocess_bytes(encode(Image.fromarray(array)), PreprocessConfig(image_size=16))
+    assert float(tensor.mean()) == pytest.approx(1.0, abs=0.01)
+
+
+def test_bad_bytes_get_named_errors() -> None:
+    good = encode(Image.new("RGB", (40, 40), "red"))
+    with pytest.raises(BadImageError, match="empty file"):
+        open_image(b"")
+    with pytest.raises(BadImageError, match="not an image"):
+        open_image(b"this is plain text, not a picture")
+    with pytest.raises(BadImageError, match="truncated or corrupt"):
+        open_image(encode(Image.new("RGB", (300, 300), "blue"), "JPEG")[:200])
+    with pytest.raises(BadImageError, match="unsupported image format GIF"):
+        open_image(encode(Image.new("RGB", (10, 10)), "GIF"))
+    assert open_image(good).size == (40, 40)
+
+
+def test_oversized_image_refused_before_decoding() -> None:
+    with pytest.raises(ImageTooLargeError, match="over the limit of 40000000"):
+        open_image(png_header_only(100_000, 100_000), max_pixels=40_000_000)  # Pillow's guard, in the header
+    with pytest.raises(ImageTooLargeError, match="9000x9000 = 81000000 pixels, over the limit of 40000000"):
+        open_image(png_header_only(9000, 9000), max_pixels=40_000_000)  # ours, also before decoding
+    with pytest.raises(ImageTooLargeError, match="over the limit of 100"):
+        open_image(encode(Image.new("L", (20, 20))), max_pixels=100)

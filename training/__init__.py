@@ -1,0 +1,1 @@
+"""Fitting and evaluating lines (in process or with Ray Data), the model store, and the ``lineguard`` CLI."""

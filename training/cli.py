@@ -1,0 +1,398 @@
+"""``lineguard``: fit, evaluate and inspect lines from the command line.
+
+lineguard fit --line NAME --data DIR [--head patchcore|padim|mean] [--workers N] ...
+lineguard evaluate --line NAME --data DIR [--out DIR]
+lineguard predict --line NAME IMAGE... [--heatmap OUT.png]
+lineguard lines | versions NAME | promote NAME VERSION | threshold NAME VALUE
+lineguard demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from models.heads import HEADS, NotFittedError
+from models.scoring import AGGREGATIONS
+from training.settings import get_settings
+from training.store import ModelStore, StoreError
+
+log = logging.getLogger("lineguard")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, StoreError, NotFittedError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lineguard", description="Anomaly detection for production lines.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="model store root or URI (default: $LINEGUARD_STORE or ./lineguard-store)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fit = sub.add_parser("fit", help="fit a line on normal images and store a new version")
+    fit.add_argument("--line", required=True, help="line name: letters, digits, '-', '_'")
+    fit.add_argument("--data", required=True, type=Path, help="MVTec-layout folder or a folder of good images")
+    fit.add_argument("--kind", default="image-anomaly", choices=["image-anomaly"], help="what to fit")
+    fit.add_argument("--head", default="patchcore", choices=sorted(HEADS))
+    fit.add_argument(
+        "--head-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="head parameter, e.g. bank_size=2048 (repeatable)",
+    )
+    fit.add_argument("--backbone", default="tf_efficientnet_lite0", help="any timm model name")
+    fit.add_argument("--layers", default="blocks.2,blocks.4", help="comma-separated feature layer names")
+    fit.add_argument("--image-size", type=int, default=256)
+    fit.add_argument("--aggregation", default="local_global", choices=AGGREGATIONS)
+    fit.add_argument("--blur-sigma", type=float, default=2.0, help="map smoothing, in feature-grid cells")
+    fit.add_argument("--calibration", default="auto", choices=["auto", "holdout", "crossfit"])
+    fit.add_argument("--holdout-fraction", type=float, default=0.15)
+    fit.add_argument(
+        "--over-detection-rate",
+        type=float,
+        default=0.01,
+        help="target share of good parts flagged, for the threshold from normal data",
+    )
+    fit.add_argument(
+        "--threshold-from-test",
+        choices=["f1", "miss_rate", "over_detection_rate"],
+        default=None,
+        help="choose the threshold on the labelled test images instead (biases their metrics)",
+    )
+    fit.add_argument("--target", type=float, default=None, help="target rate for --threshold-from-test")
+    fit.add_argument("--no-eval", action="store_true", help="skip the evaluation on test/")
+    fit.add_argument("--no-promote", action="store_true", help="store the version without putting it in service")
+    fit.add_argument("--note", default=None)
+    _add_runtime(fit)
+    fit.add_argument(
+        "--workers",
+        default="auto",
+        help="0: this process; N: Ray Data actor pool of N; auto: 0 locally, the cluster's size with --address",
+    )
+    fit.add_argument("--batch-size", type=int, default=16)
+    fit.add_argument("--address", default=None, help="Ray cluster address ('auto' or ray://...); default $RAY_ADDRESS")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--json", action="store_true", help="print the stored model card as JSON")
+    fit.set_defaults(func=cmd_fit)
+
+    ev = sub.add_parser("evaluate", help="metrics, histogram and overlays of a line on labelled images")
+    ev.add_argument("--line", required=True)
+    ev.add_argument("--data", required=True, type=Path)
+    ev.add_argument("--version", default=None)
+    ev.add_argument("--out", type=Path, default=None, help="output folder (default ./lineguard-eval/<line>-<version>)")
+    ev.add_argument("--overlays", type=int, default=12, help="heatmap overlays to write")
+    ev.add_argument("--workers", default="auto")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--address", default=None)
+    _add_runtime(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="score image files without a server")
+    pr.add_argument("--line", required=True)
+    pr.add_argument("--version", default=None)
+    pr.add_argument(
+        "--heatmap",
+        type=Path,
+        default=None,
+        help="write the overlay PNG here (one per image: OUT-<stem>.png)",
+    )
+    pr.add_argument("images", nargs="+", type=Path)
+    _add_runtime(pr)
+    pr.set_defaults(func=cmd_predict)
+
+    sub.add_parser("lines", help="lines in the store").set_defaults(func=cmd_lines)
+    vs = sub.add_parser("versions", help="versions of a line")
+    vs.add_argument("line")
+    vs.set_defaults(func=cmd_versions)
+    pm = sub.add_parser("promote", help="put a stored version of a line in service")
+    pm.add_argument("line")
+    pm.add_argument("version")
+    pm.set_defaults(func=cmd_promote)
+    th = sub.add_parser("threshold", help="change a line's threshold (stored as a new version)")
+    th.add_argument("line")
+    th.add_argument("value", type=float)
+    th.add_argument("--note", default=None)
+    th.set_defaults(func=cmd_threshold)
+
+    demo = sub.add_parser("demo", help="generate a synthetic line, fit it, evaluate it and score a few parts (offline)")
+    demo.add_argument("--dir", type=Path, default=Path("lineguard-demo"), help="where the demo data and store go")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _add_runtime(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default $LINEGUARD_DEVICE or auto)")
+    parser.add_argument("--precision", default=None, help="auto | fp32 | bf16 | fp16")
+    parser.add_argument("--weights", default=None, help="backbone weights: auto | offline | hub | none | FILE")
+
+
+def _store(args: argparse.Namespace) -> ModelStore:
+    return ModelStore(args.store or get_settings().store)
+
+
+def _runtime(args: argparse.Namespace) -> dict[str, str]:
+    settings = get_settings()
+    return {
+        "device": args.device or settings.device,
+        "precision": args.precision or settings.precision,
+        "weights": args.weights or settings.weights,
+    }
+
+
+def _workers(args: argparse.Namespace) -> int:
+    """Resolve ``--workers`` and start Ray when an actor pool is wanted."""
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if args.workers == "auto":
+        if not address:
+            return 0
+        resources = _init_ray(address)
+        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+        return max(1, gpus or cpus // 2)
+    try:
+        workers = int(args.workers)
+    except ValueError as err:
+        raise ValueError(f"--workers must be 'auto' or a whole number, got {args.workers!r}") from err
+    if workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {workers}")
+    if workers:
+        _init_ray(address)
+    return workers
+
+
+def _init_ray(address: str | None) -> dict[str, float]:
+    import ray
+
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:  # a private local runtime, even if a `ray start` cluster runs on this machine
+            ray.init(address="local", include_dashboard=False, num_cpus=os.cpu_count())
+    return dict(ray.cluster_resources())
+
+
+def _head_params(pairs: Sequence[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--head-param expects KEY=VALUE, got {pair!r}")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from training.evaluate import format_table
+    from training.fit_image import FitOptions, fit_image_line
+
+    runtime = _runtime(args)
+    options = FitOptions(
+        head=args.head,
+        head_params=_head_params(args.head_param),
+        aggregation=args.aggregation,
+        blur_sigma=args.blur_sigma,
+        backbone=args.backbone,
+        layers=tuple(x.strip() for x in args.layers.split(",") if x.strip()),
+        image_size=args.image_size,
+        calibration=args.calibration,
+        holdout_fraction=args.holdout_fraction,
+        over_detection_rate=args.over_detection_rate,
+        threshold_objective=args.threshold_from_test,
+        threshold_target=args.target,
+        evaluate=not args.no_eval,
+        workers=_workers(args),
+        batch_size=args.batch_size,
+        seed=args.seed,
+        promote=not args.no_promote,
+        note=args.note,
+        device=runtime["device"],
+        precision=runtime["precision"],
+        weights=runtime["weights"],
+    )
+    report = fit_image_line(args.line, args.data, options, _store(args))
+    card = report.card
+    if args.json:
+        print(card.model_dump_json(indent=2))
+        return 0
+    in_service = " (in service)" if options.promote else ""
+    print(f"line {card.line}: stored {card.version}{in_service} in {_store(args).uri}")
+    assert card.data is not None
+    print(
+        f"fitted on {card.data.n_fit} normal images, "
+        f"calibrated on {card.data.n_calibration} ({card.data.calibration}); "
+        f"threshold {card.threshold['value']:.4f} ({card.threshold['method']})"
+    )
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} unreadable file(s):", *report.skipped[:20], sep="\n  ")
+    print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report.timings.items()))
+    if report.evaluation is not None:
+        print(format_table(report.evaluation.metrics))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.data import discover
+    from training.evaluate import RunSettings, evaluate_maps, format_table, score_samples, write_report
+    from training.features import WorkerSpec
+    from training.line_model import backbone_spec, scorer_from_card
+
+    store = _store(args)
+    card = store.read_card(args.line, args.version)
+    scorer = scorer_from_card(store, card)
+    dataset = discover(args.data)
+    samples = dataset.test or dataset.train
+    if not dataset.test:
+        print(f"note: {args.data} has no test/ folder: scoring its images as good parts (over-detection only)")
+    spec = backbone_spec(card)
+    runtime = _runtime(args)
+    assert card.head is not None
+    worker = WorkerSpec(
+        mode="maps",
+        backbone=spec.name,
+        layers=spec.layers,
+        image_size=spec.image_size,
+        head_kind=card.head.kind,
+        head_params=card.head.params,
+        scorer_params=card.head.scorer,
+        state={k: v.numpy() for k, v in scorer.fitted_state().items()},
+        device=runtime["device"],
+        precision=runtime["precision"],
+        weights=runtime["weights"],
+    )
+
+    test = score_samples(samples, worker, RunSettings(_workers(args), args.batch_size))
+    result = evaluate_maps(scorer, test, spec.image_size)
+    out = args.out or Path("lineguard-eval") / f"{card.line}-{card.version}"
+    write_report(result, scorer, out, spec.image_size, f"{card.line} {card.version}", args.overlays)
+    print(f"line {card.line} {card.version} on {len(result.samples)} images of {args.data}")
+    if test.skipped:
+        print(f"skipped {len(test.skipped)} unreadable file(s):", *test.skipped[:20], sep="\n  ")
+    print(format_table(result.metrics))
+    print(f"wrote {out}/metrics.json, histogram.png, overlays/")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from models.preprocess import BadImageError, ImageTooLargeError, open_image, resize
+    from models.visualize import normalise_map, overlay
+    from training.line_model import load_image_model
+
+    store = _store(args)
+    runtime = _runtime(args)
+    card, model = load_image_model(
+        store,
+        args.line,
+        args.version,
+        weights=runtime["weights"],
+        device=runtime["device"],
+        precision=runtime["precision"],
+    )
+    failures = 0
+    for path in args.images:
+        started = time.perf_counter()
+        try:
+            image = open_image(path.read_bytes(), model.preprocess.max_pixels)
+        except (BadImageError, ImageTooLargeError, OSError) as err:
+            print(json.dumps({"file": str(path), "error": str(err)}))
+            failures += 1
+            continue
+        prediction = model.predict_images([image], with_maps=args.heatmap is not None)[0]
+        result = {
+            "file": str(path),
+            "line": card.line,
+            "model_version": card.version,
+            **prediction.to_dict(),
+            "inference_time_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+        if args.heatmap is not None and prediction.anomaly_map is not None:
+            target = (
+                args.heatmap
+                if len(args.images) == 1
+                else args.heatmap.with_name(f"{args.heatmap.stem}-{path.stem}.png")
+            )
+            heat = normalise_map(prediction.anomaly_map, *model.scorer.display_range())
+            overlay(resize(image, model.preprocess.image_size), heat).save(target)
+            result["heatmap"] = str(target)
+        print(json.dumps(result))
+    return 1 if failures else 0
+
+
+def cmd_lines(args: argparse.Namespace) -> int:
+    store = _store(args)
+    lines = store.lines()
+    if not lines:
+        print(f"no lines in {store.uri}: fit one with `lineguard fit --line NAME --data DIR`")
+        return 0
+    print(f"{'line':<24}{'kind':<16}{'version':<9}{'head':<11}{'threshold':>11}{'image AUROC':>13}  created")
+    for line in lines:
+        card = store.read_card(line)
+        auroc = (card.metrics or {}).get("image_auroc")
+        head = card.head.kind if card.head else "-"
+        shown = "-" if auroc is None else f"{auroc:.4f}"
+        print(
+            f"{line:<24}{card.kind:<16}{card.version:<9}{head:<11}{card.threshold['value']:>11.4f}{shown:>13}"
+            f"  {card.created_at:%Y-%m-%d %H:%M}"
+        )
+    return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    store = _store(args)
+    current = store.current_version(args.line)
+    print(f"{'version':<9}{'created':<18}{'parent':<8}{'threshold':>11}  note")
+    for version in store.versions(args.line):
+        card = store.read_card(args.line, version)
+        marker = "*" if version == current else " "
+        print(
+            f"{marker}{version:<8}{card.created_at:%Y-%m-%d %H:%M}  {card.parent or '-':<8}"
+            f"{card.threshold['value']:>11.4f}  {card.note or ''}"
+        )
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    _store(args).promote(args.line, args.version)
+    print(f"line {args.line}: {args.version} is in service")
+    return 0
+
+
+def cmd_threshold(args: argparse.Namespace) -> int:
+    from training.thresholds import set_threshold
+
+    card = set_threshold(_store(args), args.line, args.value, note=args.note)
+    print(f"line {args.line}: threshold {args.value} stored as {card.version} (in service)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from training.demo import run_demo
+
+    return run_demo(args.dir, store_uri=args.store)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Evaluating a line on labelled images: metrics, per-defect-type breakdown, histogram and overlays."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from models.metrics import image_metrics, pixel_roc_auc, roc_auc
+from models.postprocess import upsample
+from models.preprocess import open_image, resize
+from models.scoring import AnomalyScorer
+from models.visualize import normalise_map, overlay
+from training import features as engine
+from training.data import Sample, read_mask
+
+log = logging.getLogger(__name__)
+
+
+class RunOptions(Protocol):
+    workers: int
+    batch_size: int
+    progress: bool
+
+
+@dataclass
+class RunSettings:
+    """How to run the backbone over many files (FitOptions carries the same fields)."""
+
+    workers: int = 0
+    batch_size: int = 16
+    progress: bool = True
+
+
+@dataclass
+class TestScores:
+    """Anomaly maps of the readable test images, in the order of ``samples``."""
+
+    samples: list[Sample]
+    maps: torch.Tensor  # (N, h, w) smoothed, raw units
+    direct: torch.Tensor | None  # (N,) when the head scores images itself
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, Any]
+    samples: list[Sample]
+    scores: np.ndarray
+    maps: torch.Tensor
+    skipped: list[str] = field(default_factory=list)
+
+
+def score_samples(samples: Sequence[Sample], spec: engine.WorkerSpec, options: RunOptions) -> TestScores:
+    """Maps for ``samples`` through the engine (``spec.mode == "maps"``), unreadable files skipped."""
+    by_path: dict[str, tuple[torch.Tensor, float]] = {}
+    skipped: list[str] = []
+    label = "scoring test images" if options.progress else ""
+    for batch in engine.run(spec, [s.path for s in samples], options.workers, options.batch_size, label):
+        rows, paths, errors = engine.split_errors(batch)
+        skipped.extend(errors)
+        for i, path in enumerate(paths):
+            by_path[path] = (torch.from_numpy(rows["map"][i]), float(rows["direct"][i]))
+    kept = [s for s in samples if str(s.path) in by_path]
+    if not kept:
+        return TestScores([], torch.zeros(0, 1, 1), None, skipped)
+    maps = torch.stack([by_path[str(s.path)][0] for s in kept])
+    direct = torch.tensor([by_path[str(s.path)][1] for s in kept])
+    return TestScores(kept, maps, None if torch.isnan(direct).all() else direct, skipped)
+
+
+def evaluate_maps(scorer: AnomalyScorer, test: TestScores, image_size: int) -> EvalResult:
+    """Image and pixel metrics at the scorer's threshold, overall and per defect type."""
+    if scorer.threshold is None:
+        raise ValueError("evaluation needs a threshold: fit the line first")
+    scores = scorer.image_scores(test.maps, test.direct).cpu().numpy()
+    labels = np.array([s.label for s in test.samples])
+    metrics = image_metrics(labels, scores, scorer.threshold.value)
+    metrics["pixel_auroc"] = _pixel_auroc(test, image_size)
+    per_type: dict[str, Any] = {}
+    good = labels == 0
+    for defect_type in sorted({s.defect_type for s in test.samples if s.label == 1}):
+        of_type = np.array([s.defect_type == defect_type for s in test.samples])
+        per_type[defect_type] = {
+            "n": int(of_type.sum()),
+            "image_auroc": roc_auc(labels[good | of_type], scores[good | of_type]),
+            "miss_rate": float((scores[of_type] <= scorer.threshold.value).mean()),
+        }
+    metrics["per_defect_type"] = per_type
+    metrics["test_scores"] = {
+        "scores": [round(float(x), 6) for x in scores],
+        "labels": labels.tolist(),
+        "types": [s.defect_type for s in test.samples],
+    }
+    return EvalResult(_finite(metrics), test.samples, scores, test.maps, test.skipped)
+
+
+def _pixel_auroc(test: TestScores, image_size: int) -> float:
+    """Pixel AUROC at the model's input resolution, over good images and defective ones with masks."""
+    chosen = [i for i, s in enumerate(test.samples) if s.label == 0 or s.mask is not None]
+    if not any(test.samples[i].label == 1 for i in chosen):
+        return math.nan
+    masks, maps = [], []
+    for start in range(0, len(chosen), 64):
+        index = chosen[start : start + 64]
+        full = upsample(test.maps[index], (image_size, image_size)).numpy()
+        for j, i in enumerate(index):
+            masks.append(read_mask(test.samples[i].mask, image_size))
+            maps.append(full[j])
+    return pixel_roc_auc(masks, maps)
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe copy: NaN and infinities become None."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """A plain-text summary of an evaluation for the terminal."""
+
+    def fmt(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = [
+        f"{'image AUROC':<22}{fmt(metrics.get('image_auroc'))}",
+        f"{'pixel AUROC':<22}{fmt(metrics.get('pixel_auroc'))}",
+        f"{'threshold':<22}{fmt(metrics.get('threshold'))}",
+        f"{'miss rate':<22}{fmt(metrics.get('miss_rate'))}   (defective parts passed as good)",
+        f"{'over-detection rate':<22}{fmt(metrics.get('over_detection_rate'))}   (good parts flagged)",
+        f"{'F1':<22}{fmt(metrics.get('f1'))}",
+        f"{'confusion':<22}{metrics.get('confusion')}",
+    ]
+    per_type = metrics.get("per_defect_type") or {}
+    if per_type:
+        lines.append(f"\n{'defect type':<16}{'n':>5}{'AUROC':>9}{'miss rate':>11}")
+        for name, row in per_type.items():
+            lines.append(f"{name:<16}{row['n']:>5}{fmt(row['image_auroc']):>9}{fmt(row['miss_rate']):>11}")
+    return "\n".join(lines)
+
+
+def write_report(
+    result: EvalResult, scorer: AnomalyScorer, out_dir: Path, image_size: int, title: str, overlays: int = 12
+) -> list[Path]:
+    """``metrics.json``, ``histogram.png`` and heatmap overlays of the most telling images."""
+    from training.plots import score_histogram
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / "metrics.json", out_dir / "histogram.png"]
+    written[0].write_text(json.dumps({k: v for k, v in result.metrics.items() if k != "test_scores"}, indent=2))
+    labels = np.array([s.label for s in result.samples])
+    assert scorer.threshold is not None
+    written[1].write_bytes(score_histogram(result.scores, labels, scorer.threshold.value, title))
+    low, high = scorer.display_range()
+    overlay_dir = out_dir / "overlays"
+    overlay_dir.mkdir(exist_ok=True)
+    for i in _telling(result.scores, labels, scorer.threshold.value, overlays):
+        sample = result.samples[i]
+        image = resize(open_image(sample.path.read_bytes()), image_size)
+        heat = normalise_map(result.maps[i].numpy(), low, high)
+        verdict = "NG" if result.scores[i] > scorer.threshold.value else "OK"
+        name = f"{sample.defect_type}_{sample.path.stem}_{verdict}_{result.scores[i]:.3f}.png"
+        overlay(image, heat).save(overlay_dir / name)
+        written.append(overlay_dir / name)
+    return written
+
+
+def _telling(scores: np.ndarray, labels: np.ndarray, threshold: float, count: int) -> list[int]:
+    """Misses and false alarms first, then the highest-scoring defects and a few typical good parts."""
+    order = np.argsort(-scores)
+    misses = [i for i in order[::-1] if labels[i] == 1 and scores[i] <= threshold]
+    false_alarms = [i for i in order if labels[i] == 0 and scores[i] > threshold]
+    top_defects = [i for i in order if labels[i] == 1 and scores[i] > threshold]
+    typical_good = [i for i in order[::-1] if labels[i] == 0]
+    picked: list[int] = []
+    for group, share in ((misses, 0.25), (false_alarms, 0.25), (top_defects, 0.3), (typical_good, 0.2)):
+        picked += [i for i in group[: max(1, round(count * share))] if i not in picked]
+    picked += [i for i in order if i not in picked]  # top up when a group was short
+    return [int(i) for i in picked[:count]]

@@ -1,0 +1,51 @@
+"""Rebuilding a line's model from the store: the one reader that the CLI and the deployments share."""
+
+from __future__ import annotations
+
+from models.anomaly_model import ImageAnomalyModel
+from models.backbone import BackboneSpec, FeatureExtractor
+from models.preprocess import PreprocessConfig
+from models.scoring import AnomalyScorer
+from models.threshold import Threshold
+from training.card import ModelCard
+from training.store import ModelStore
+
+
+def backbone_spec(card: ModelCard) -> BackboneSpec:
+    if card.backbone is None:
+        raise ValueError(f"line {card.line!r} ({card.kind}) has no image backbone")
+    return BackboneSpec(card.backbone.name, tuple(card.backbone.layers), card.backbone.image_size)
+
+
+def preprocess_config(card: ModelCard) -> PreprocessConfig:
+    if card.backbone is None:
+        raise ValueError(f"line {card.line!r} ({card.kind}) takes no images")
+    mean, std = card.backbone.mean, card.backbone.std
+    return PreprocessConfig(card.backbone.image_size, (mean[0], mean[1], mean[2]), (std[0], std[1], std[2]))
+
+
+def scorer_from_card(store: ModelStore, card: ModelCard) -> AnomalyScorer:
+    """The fitted line scorer (head + calibration + threshold) of ``card``'s version."""
+    if card.kind != "image-anomaly" or card.head is None:
+        raise ValueError(f"line {card.line!r} is a {card.kind} line, not image-anomaly")
+    scorer = AnomalyScorer.build(card.head.kind, card.head.params, card.head.scorer)
+    scorer.load_fitted_state(store.read_tensors(card))
+    scorer.threshold = Threshold.from_dict(card.threshold)
+    return scorer
+
+
+def load_image_model(
+    store: ModelStore,
+    line: str,
+    version: str | None = None,
+    extractor: FeatureExtractor | None = None,
+    weights: str = "auto",
+    device: str = "auto",
+    precision: str = "auto",
+) -> tuple[ModelCard, ImageAnomalyModel]:
+    """Card and in-process pipeline of a line; pass ``extractor`` to share one backbone between lines."""
+    card = store.read_card(line, version)
+    spec = backbone_spec(card)
+    if extractor is None or (extractor.backbone_name, extractor.layers) != (spec.name, spec.layers):
+        extractor = FeatureExtractor(spec.name, spec.layers, weights, device, precision)
+    return card, ImageAnomalyModel(extractor, scorer_from_card(store, card), preprocess_config(card))

@@ -1,0 +1,228 @@
+"""The versioned model store: ``<root>/<line>/<version>/{card.json, model.safetensors}`` + a pointer.
+
+The root is a local folder by default, or any URI ``pyarrow.fs`` understands (``file://``, ``s3://``,
+``gs://``, ``hdfs://``), so the same code serves a laptop and a cluster.
+
+- Versions are immutable. A version is written into a staging folder and renamed into place, so a
+  reader never sees half a version (on object stores, where rename is copy + delete, the card is
+  written last and a version without a card is ignored).
+- ``<line>/CURRENT`` names the version in service. Promotion replaces it atomically: a rename on local
+  disks, a single PUT on object stores.
+- Tensors are safetensors and metadata JSON; nothing is ever unpickled. Every file's SHA-256 is in the
+  card and checked on load, so a corrupted version is refused with a clear error.
+- Line and version names are validated, so no path ever leaves the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from training.card import ModelCard, check_line_name, check_version_name, utc_now
+
+log = logging.getLogger(__name__)
+
+TENSORS_FILE = "model.safetensors"
+CARD_FILE = "card.json"
+CURRENT_FILE = "CURRENT"
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked (missing line or version, corrupt files)."""
+
+
+class LineNotFoundError(StoreError, LookupError):
+    pass
+
+
+class CorruptModelError(StoreError):
+    pass
+
+
+class ModelStore:
+    def __init__(self, uri: str | Path) -> None:
+        text = str(uri)
+        if "://" in text:
+            self.fs, root = pafs.FileSystem.from_uri(text)
+            self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        else:
+            self.fs, root, self.local = pafs.LocalFileSystem(), str(Path(text).expanduser().resolve()), True
+        self.root = root.rstrip("/")
+        self.uri = text
+
+    def __repr__(self) -> str:
+        return f"ModelStore({self.uri!r})"
+
+    # --- paths (validated components only) ----------------------------------------------------------
+    def _line_dir(self, line: str) -> str:
+        return f"{self.root}/{check_line_name(line)}"
+
+    def _version_dir(self, line: str, version: str) -> str:
+        return f"{self._line_dir(line)}/{check_version_name(version)}"
+
+    def _exists(self, path: str) -> bool:
+        return bool(self.fs.get_file_info(path).type != pafs.FileType.NotFound)
+
+    def _read(self, path: str) -> bytes:
+        try:
+            with self.fs.open_input_stream(path) as stream:
+                return bytes(stream.read())
+        except FileNotFoundError as err:
+            raise StoreError(f"{path} is missing from the model store") from err
+
+    def _write(self, path: str, data: bytes, atomic: bool = True) -> None:
+        if atomic and self.local:
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+            with self.fs.open_output_stream(tmp) as stream:
+                stream.write(data)
+            self.fs.move(tmp, path)
+        else:
+            with self.fs.open_output_stream(path) as stream:
+                stream.write(data)
+
+    # --- reading -----------------------------------------------------------------------------------
+    def readable(self) -> bool:
+        """True when the root can be listed (it may not exist yet: an empty store is readable)."""
+        try:
+            info = self.fs.get_file_info(self.root)
+            if info.type == pafs.FileType.Directory:
+                self.fs.get_file_info(pafs.FileSelector(self.root))
+            return True
+        except OSError:
+            return False
+
+    def lines(self) -> list[str]:
+        """Lines that have a version in service, sorted."""
+        if not self._exists(self.root):
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self.root))
+        names = [i.base_name for i in infos if i.type == pafs.FileType.Directory]
+        return sorted(n for n in names if _is_line(n) and self._exists(f"{self.root}/{n}/{CURRENT_FILE}"))
+
+    def versions(self, line: str) -> list[str]:
+        """Complete versions of ``line`` (those with a card), oldest first."""
+        line_dir = self._line_dir(line)
+        if not self._exists(line_dir):
+            raise LineNotFoundError(f"unknown line {line!r}: `lineguard lines` lists the lines in {self.uri}")
+        infos = self.fs.get_file_info(pafs.FileSelector(line_dir))
+        found = [i.base_name for i in infos if i.type == pafs.FileType.Directory and _is_version(i.base_name)]
+        complete = [v for v in found if self._exists(f"{line_dir}/{v}/{CARD_FILE}")]
+        return sorted(complete, key=lambda v: int(v[1:]))
+
+    def current_version(self, line: str) -> str:
+        path = f"{self._line_dir(line)}/{CURRENT_FILE}"
+        if not self._exists(path):
+            raise LineNotFoundError(f"unknown line {line!r}: `lineguard lines` lists the lines in {self.uri}")
+        pointer = json.loads(self._read(path))
+        return check_version_name(pointer["version"])
+
+    def read_card(self, line: str, version: str | None = None) -> ModelCard:
+        version = version or self.current_version(line)
+        path = f"{self._version_dir(line, version)}/{CARD_FILE}"
+        if not self._exists(path):
+            raise LineNotFoundError(f"line {line!r} has no version {version!r}: `lineguard versions {line}` lists them")
+        return ModelCard.model_validate_json(self._read(path))
+
+    def read_tensors(self, card: ModelCard) -> dict[str, torch.Tensor]:
+        """The version's tensors, after checking the file against the SHA-256 in its card."""
+        path = f"{self._version_dir(card.line, card.version)}/{TENSORS_FILE}"
+        data = self._read(path)
+        expected = card.files.get(TENSORS_FILE)
+        actual = hashlib.sha256(data).hexdigest()
+        if expected != actual:
+            raise CorruptModelError(
+                f"model file of line {card.line!r} version {card.version} fails its checksum "
+                f"(card {str(expected)[:12]}..., file {actual[:12]}...): refit or promote another version"
+            )
+        try:
+            return load_safetensors(data)
+        except Exception as err:  # safetensors raises its own error types
+            raise CorruptModelError(
+                f"model file of {card.line!r} {card.version} is not valid safetensors: {err}"
+            ) from err
+
+    # --- writing -----------------------------------------------------------------------------------
+    def write_version(self, card: ModelCard, tensors: Mapping[str, torch.Tensor], promote: bool = True) -> ModelCard:
+        """Store a new immutable version of ``card.line`` and (by default) put it in service."""
+        line_dir = self._line_dir(card.line)
+        self.fs.create_dir(line_dir, recursive=True)
+        blob = save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        files = {TENSORS_FILE: hashlib.sha256(blob).hexdigest()}
+        for _attempt in range(20):
+            version = self._next_version(card.line)
+            final = card.model_copy(update={"version": version, "files": files})
+            if self._publish(line_dir, version, blob, final):
+                break
+        else:
+            raise StoreError(f"could not allocate a new version of {card.line!r} (concurrent writers?)")
+        log.info("stored %s %s in %s", card.line, version, self.uri)
+        if promote:
+            self.promote(card.line, version)
+        return final
+
+    def _next_version(self, line: str) -> str:
+        line_dir = self._line_dir(line)
+        infos = self.fs.get_file_info(pafs.FileSelector(line_dir))
+        numbers = [int(i.base_name[1:]) for i in infos if _is_version(i.base_name)]
+        return f"v{max(numbers, default=0) + 1}"
+
+    def _publish(self, line_dir: str, version: str, blob: bytes, card: ModelCard) -> bool:
+        card_bytes = card.model_dump_json(indent=2).encode()
+        target = f"{line_dir}/{version}"
+        if not self.local:  # object stores: tensors first, the card (which marks completeness) last
+            if self._exists(target):
+                return False
+            self._write(f"{target}/{TENSORS_FILE}", blob, atomic=False)
+            self._write(f"{target}/{CARD_FILE}", card_bytes, atomic=False)
+            return True
+        staging = f"{line_dir}/.staging-{uuid.uuid4().hex}"
+        self.fs.create_dir(staging)
+        try:
+            self._write(f"{staging}/{TENSORS_FILE}", blob, atomic=False)
+            self._write(f"{staging}/{CARD_FILE}", card_bytes, atomic=False)
+            self.fs.move(staging, target)  # fails if another writer took this version number
+            return True
+        except OSError:
+            return False
+        finally:
+            if self._exists(staging):
+                self.fs.delete_dir(staging)
+
+    def promote(self, line: str, version: str) -> None:
+        """Put ``version`` in service (atomic pointer update)."""
+        self.read_card(line, version)  # refuses unknown versions
+        pointer = {"version": version, "promoted_at": utc_now().isoformat()}
+        self._write(f"{self._line_dir(line)}/{CURRENT_FILE}", json.dumps(pointer).encode())
+
+    def derive_version(self, line: str, changes: dict[str, Any], note: str, promote: bool = True) -> ModelCard:
+        """A new version of the current one with card fields replaced (threshold, say); tensors are copied."""
+        parent = self.read_card(line)
+        tensors = self.read_tensors(parent)
+        card = parent.model_copy(update={**changes, "parent": parent.version, "note": note, "created_at": utc_now()})
+        return self.write_version(card, tensors, promote=promote)
+
+
+def _is_version(name: str) -> bool:
+    try:
+        check_version_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_line(name: str) -> bool:
+    try:
+        check_line_name(name)
+    except ValueError:
+        return False
+    return True
