@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +18,9 @@ from torch import nn
 
 from models import weights as weights_mod
 from models.device import autocast_dtype, resolve_device
+from models.spec import DEFAULT_BACKBONE, DEFAULT_LAYERS, BackboneSpec
 
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"
-DEFAULT_LAYERS: tuple[str, ...] = ("blocks.2", "blocks.4")
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """Everything that decides the features a line was fitted on; lines with equal specs share a backbone."""
-
-    name: str = DEFAULT_BACKBONE
-    layers: tuple[str, ...] = DEFAULT_LAYERS
-    image_size: int = 256
-
-    def key(self) -> str:
-        return f"{self.name}|{','.join(self.layers)}|{self.image_size}"
+__all__ = ["DEFAULT_BACKBONE", "DEFAULT_LAYERS", "BackboneSpec", "FeatureExtractor", "feature_layers"]
 
 
 def feature_layers(model_name: str) -> list[str]:

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: decoding alone stays light
+    import torch
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF", "WEBP"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
@@ -93,6 +95,8 @@ def resize(image: Image.Image, size: int) -> Image.Image:
 
 def to_tensor(image: Image.Image, config: PreprocessConfig) -> torch.Tensor:
     """RGB image -> normalised float tensor ``(3, S, S)``."""
+    import torch
+
     array = np.asarray(resize(image, config.image_size), dtype=np.float32)
     tensor = torch.from_numpy(array).permute(2, 0, 1).div_(255.0)
     mean = torch.tensor(config.mean).view(3, 1, 1)
@@ -107,7 +111,3 @@ def preprocess_bytes(data: bytes, config: PreprocessConfig) -> torch.Tensor:
 
 def load_file(path: Path, config: PreprocessConfig) -> torch.Tensor:
     return preprocess_bytes(Path(path).read_bytes(), config)
-
-
-def stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.stack(list(tensors)) if tensors else torch.zeros(0, 3, 1, 1)

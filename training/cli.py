@@ -136,8 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     th.add_argument("--note", default=None)
     th.set_defaults(func=cmd_threshold)
 
-    demo = sub.add_parser("demo", help="generate a synthetic line, fit it, evaluate it and score a few parts (offline)")
+    sv = sub.add_parser("serve", help="run the HTTP service from serve_config.yaml until Ctrl-C")
+    sv.add_argument("--config", type=Path, default=Path("serve_config.yaml"))
+    sv.add_argument("--host", default=None, help="override http_options.host (e.g. 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=None)
+    sv.add_argument("--default-line", default=None, help="line answered by the plain POST /predict")
+    sv.add_argument("--no-haproxy", action="store_true", help="use Serve's Python proxy instead of HAProxy")
+    sv.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser("demo", help="make a synthetic line, fit it, evaluate it, then serve it (offline)")
     demo.add_argument("--dir", type=Path, default=Path("lineguard-demo"), help="where the demo data and store go")
+    demo.add_argument("--no-serve", action="store_true", help="stop after fitting and scoring a few parts")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--config", type=Path, default=Path("serve_config.yaml"))
     demo.set_defaults(func=cmd_demo)
     return parser
 
@@ -388,10 +399,24 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from training import serve_launcher
+
+    store = args.store or get_settings().store
+    config = serve_launcher.prepare_config(args.config, store, args.host, args.port, args.default_line)
+    host = args.host or "127.0.0.1"
+    port = args.port or 8000
+    print(f"serving the lines of {store} with {args.config} (ready check: http://{host}:{port}/healthz)")
+    env = serve_launcher.serve_environment(haproxy=not args.no_haproxy)
+    return serve_launcher.run_foreground(
+        config, env, f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/healthz"
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from training.demo import run_demo
 
-    return run_demo(args.dir, store_uri=args.store)
+    return run_demo(args.dir, store_uri=args.store, serve=not args.no_serve, port=args.port, config=args.config)
 
 
 if __name__ == "__main__":

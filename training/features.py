@@ -145,11 +145,12 @@ def run_ray(
     """Batches of worker output from a Ray Data actor pool (order not guaranteed; rows carry ``path``)."""
     import ray
 
-    gpus = float(ray.cluster_resources().get("GPU", 0))
+    free = ray.available_resources()  # what other work (a running Serve app, say) leaves
+    gpus = float(free.get("GPU", 0))
     per_actor_gpu = 1.0 if gpus >= workers else (gpus / workers if gpus else 0.0)
-    cpus = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-    per_actor_cpu = max(0.5, min(4.0, cpus / workers))
-    spec = _with(spec, threads=max(1, int(per_actor_cpu)), device="auto" if per_actor_gpu else "cpu")
+    cpus = float(free.get("CPU", os.cpu_count() or 1))
+    per_actor_cpu = max(0.25, min(4.0, cpus / workers))
+    spec = _with(spec, threads=max(1, round(per_actor_cpu)), device="auto" if per_actor_gpu else "cpu")
     items = [{"path": str(p)} for p in paths]
     dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // batch_size + 1, workers * 8)))
     mapped = dataset.map_batches(

@@ -21,14 +21,14 @@ import logging
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
-import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
 from training.card import ModelCard, check_line_name, check_version_name, utc_now
+
+if TYPE_CHECKING:  # tensors are (de)serialised lazily: reading cards needs no torch
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,8 @@ class ModelStore:
             raise LineNotFoundError(f"line {line!r} has no version {version!r}: `lineguard versions {line}` lists them")
         return ModelCard.model_validate_json(self._read(path))
 
-    def read_tensors(self, card: ModelCard) -> dict[str, torch.Tensor]:
-        """The version's tensors, after checking the file against the SHA-256 in its card."""
+    def read_tensor_bytes(self, card: ModelCard) -> bytes:
+        """The version's safetensors file, after checking it against the SHA-256 in its card."""
         path = f"{self._version_dir(card.line, card.version)}/{TENSORS_FILE}"
         data = self._read(path)
         expected = card.files.get(TENSORS_FILE)
@@ -144,6 +144,13 @@ class ModelStore:
                 f"model file of line {card.line!r} version {card.version} fails its checksum "
                 f"(card {str(expected)[:12]}..., file {actual[:12]}...): refit or promote another version"
             )
+        return data
+
+    def read_tensors(self, card: ModelCard) -> dict[str, torch.Tensor]:
+        """The version's tensors (checksum-verified)."""
+        from safetensors.torch import load as load_safetensors
+
+        data = self.read_tensor_bytes(card)
         try:
             return load_safetensors(data)
         except Exception as err:  # safetensors raises its own error types
@@ -154,9 +161,15 @@ class ModelStore:
     # --- writing -----------------------------------------------------------------------------------
     def write_version(self, card: ModelCard, tensors: Mapping[str, torch.Tensor], promote: bool = True) -> ModelCard:
         """Store a new immutable version of ``card.line`` and (by default) put it in service."""
+        from safetensors.torch import save as save_safetensors
+
+        blob = save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        return self.write_version_bytes(card, blob, promote)
+
+    def write_version_bytes(self, card: ModelCard, blob: bytes, promote: bool = True) -> ModelCard:
+        """As :meth:`write_version`, with the safetensors file already serialised."""
         line_dir = self._line_dir(card.line)
         self.fs.create_dir(line_dir, recursive=True)
-        blob = save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
         files = {TENSORS_FILE: hashlib.sha256(blob).hexdigest()}
         for _attempt in range(20):
             version = self._next_version(card.line)
@@ -207,9 +220,9 @@ class ModelStore:
     def derive_version(self, line: str, changes: dict[str, Any], note: str, promote: bool = True) -> ModelCard:
         """A new version of the current one with card fields replaced (threshold, say); tensors are copied."""
         parent = self.read_card(line)
-        tensors = self.read_tensors(parent)
+        blob = self.read_tensor_bytes(parent)  # copied byte for byte, checksum-verified
         card = parent.model_copy(update={**changes, "parent": parent.version, "note": note, "created_at": utc_now()})
-        return self.write_version(card, tensors, promote=promote)
+        return self.write_version_bytes(card, blob, promote=promote)
 
 
 def _is_version(name: str) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,20 +12,9 @@ from training.store import ModelStore
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(scope="module")
-def ray_runtime() -> Iterator[None]:
-    import ray
-
-    ray.init(address="local", include_dashboard=False, num_cpus=2, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 @pytest.mark.parametrize("calibration", ["holdout", "crossfit"])
 def test_actor_pool_fit_matches_in_process(
-    ray_runtime: None, synthetic_line: Path, tmp_path: Path, calibration: str
+    ray_session: None, synthetic_line: Path, tmp_path: Path, calibration: str
 ) -> None:
     options = {
         "image_size": 128,

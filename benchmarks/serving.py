@@ -1,0 +1,276 @@
+"""Serving benchmark: one fitted line scored in process and through Ray Serve over HTTP, side by side.
+
+    python -m benchmarks.serving [--data ../shared/datasets/battery_weld/welding] [--clients 1,8,32]
+                                 [--set Backbone.num_replicas=2] [--set Ingress.user_config.batch_max_size=8]
+
+In process: N client threads call the pipeline (decode, resize, backbone, head) directly, with torch
+on 1 and on 2 threads; the better of the two is the baseline. Through Serve: the application from
+``serve_config.yaml`` (overrides with ``--set``) on a private local Ray, N concurrent HTTP clients
+(aiohttp, on this machine). Also reported: cold start (Ray start + ``serve.run`` to the first 200),
+and the resident memory of every Ray process while serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.timing import summary
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "battery_weld" / "welding"
+
+
+def fit_line(store_dir: Path, data: Path | None) -> tuple[str, list[bytes]]:
+    from training.data import discover
+    from training.fit_image import FitOptions, fit_image_line
+    from training.store import ModelStore
+    from training.synthetic import write_line
+
+    if data is None or not data.is_dir():
+        data = write_line(store_dir.parent / "synthetic", size=256)
+    fit_image_line("bench", data, FitOptions(evaluate=False, progress=False), ModelStore(store_dir))
+    dataset = discover(data)
+    samples = (dataset.test or dataset.train)[:48]
+    return str(data), [s.path.read_bytes() for s in samples]
+
+
+def in_process(store_dir: Path, images: list[bytes], clients: int, duration: float, threads: int) -> dict[str, Any]:
+    import torch
+
+    from training.line_model import load_image_model
+    from training.store import ModelStore
+
+    torch.set_num_threads(threads)
+    _, model = load_image_model(ModelStore(store_dir), "bench", device="cpu")
+    for data in images[:3]:
+        model.predict_bytes([data])
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + duration
+
+    def client(index: int) -> None:
+        i = index
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            model.predict_bytes([images[i % len(images)]])
+            with lock:
+                latencies.append((time.perf_counter() - started) * 1000)
+            i += clients
+
+    pool = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    began = time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - began
+    return {"throughput": len(latencies) / elapsed, "threads": threads, **summary(latencies)}
+
+
+async def http_load(url: str, images: list[bytes], clients: int, duration: float) -> dict[str, Any]:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    stop_at = time.perf_counter() + duration
+    connector = aiohttp.TCPConnector(limit=clients + 4)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+        async def client(index: int) -> None:
+            i = index
+            while time.perf_counter() < stop_at:
+                form = aiohttp.FormData()
+                form.add_field("file", images[i % len(images)], filename="part.png", content_type="image/png")
+                started = time.perf_counter()
+                async with session.post(url, data=form) as response:
+                    await response.read()
+                    if response.status == 200:
+                        latencies.append((time.perf_counter() - started) * 1000)
+                    else:
+                        errors[response.status] = errors.get(response.status, 0) + 1
+                i += clients
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        elapsed = time.perf_counter() - began
+    return {"throughput": len(latencies) / elapsed, "errors": errors, **summary(latencies)}
+
+
+def ray_memory_mb() -> dict[str, float]:
+    """Resident memory of Ray's processes (and HAProxy) on this machine, from /proc."""
+    totals: dict[str, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace")
+            rss_kb = next(
+                int(line.split()[1])
+                for line in (entry / "status").read_text().splitlines()
+                if line.startswith("VmRSS:")
+            )
+        except (OSError, StopIteration, ValueError):
+            continue
+        if "ray::" in command:
+            name = command.split()[0]
+        elif any(k in command for k in ("raylet", "gcs_server", "haproxy", "dashboard", "log_monitor", "runtime_env")):
+            name = Path(command.split()[0]).name
+        else:
+            continue
+        totals[name] = totals.get(name, 0.0) + rss_kb / 1024
+    return totals
+
+
+def parse_sets(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """``Backbone.user_config.threads=2`` -> ``{"Backbone": {"user_config": {"threads": 2}}}``."""
+    changes: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        parts = key.split(".")
+        node = changes.setdefault(parts[0], {})
+        for part in parts[1:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = json.loads(raw) if raw[:1] in "[{0123456789-tfn" else raw
+    return changes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve_run(
+    store_dir: Path, images: list[bytes], levels: list[int], duration: float, args: argparse.Namespace
+) -> dict[str, Any]:
+    if not args.no_haproxy:
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    os.environ["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "0" if args.no_grpc else "1"
+    started = time.perf_counter()
+    import httpx
+    import ray
+    from ray import serve
+
+    from deployments import config_file
+    from deployments.app import bind_graph
+
+    app = config_file.application(config_file.read(args.config))
+    app_args = config_file.app_args(app, store=str(store_dir))
+    options = config_file.deployment_options(app, **parse_sets(args.set))
+    # the application's runtime_env and --env reach every replica through Ray's environment
+    os.environ.update(config_file.env_vars(app))
+    os.environ.update(dict(pair.split("=", 1) for pair in args.env))
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    run_started = time.perf_counter()
+    serve.run(bind_graph(app_args, options), name="lineguard", route_prefix="/")
+    url = f"http://127.0.0.1:{port}/v1/lines/bench/predict"
+    while True:
+        try:
+            if httpx.post(url, files={"file": ("a.png", images[0])}, timeout=30).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    ready = time.perf_counter()
+    results: dict[str, Any] = {
+        "cold_start_s": round(ready - started, 2),
+        "serve_run_to_first_200_s": round(ready - run_started, 2),
+        "levels": {},
+    }
+    asyncio.run(http_load(url, images, 8, 3.0))  # warm-up: every replica and cache
+    for clients in levels:
+        results["levels"][clients] = asyncio.run(http_load(url, images, clients, duration))
+        print(
+            f"  serve {clients:>3} clients: {results['levels'][clients]['throughput']:.1f} req/s, "
+            f"p50 {results['levels'][clients]['p50']:.1f} ms",
+            flush=True,
+        )
+    results["memory_mb"] = ray_memory_mb()
+    serve.shutdown()
+    ray.shutdown()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="data set to fit the line on (synthetic if absent)"
+    )
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per measurement")
+    parser.add_argument("--config", type=Path, default=Path(__file__).resolve().parents[1] / "serve_config.yaml")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="DEPLOYMENT.KEY=VALUE",
+        help="override a deployment option, e.g. Backbone.num_replicas=2",
+    )
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment variable for the Ray processes, e.g. OMP_WAIT_POLICY=PASSIVE")
+    parser.add_argument("--no-haproxy", action="store_true", help="Serve's Python proxy instead of HAProxy")
+    parser.add_argument("--no-grpc", action="store_true", help="object-store hops instead of gRPC")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    levels = [int(c) for c in args.clients.split(",")]
+    with tempfile.TemporaryDirectory(prefix="lineguard-serve-bench-") as tmp:
+        store_dir = Path(tmp) / "store"
+        data, images = fit_line(store_dir, args.data)
+        print(f"line fitted on {data}; {len(images)} images in rotation", flush=True)
+        local: dict[int, dict[str, Any]] = {}
+        for clients in levels:
+            runs = [in_process(store_dir, images, clients, args.duration, threads) for threads in (1, 2)]
+            local[clients] = max(runs, key=lambda r: r["throughput"])
+            print(
+                f"  in-process {clients:>3} clients: {local[clients]['throughput']:.1f} req/s, "
+                f"p50 {local[clients]['p50']:.1f} ms (torch threads {local[clients]['threads']})",
+                flush=True,
+            )
+        served = serve_run(store_dir, images, levels, args.duration, args)
+    print(
+        f"\ncold start (ray.init + serve.run to the first 200): {served['cold_start_s']} s "
+        f"(serve.run to first 200: {served['serve_run_to_first_200_s']} s)"
+    )
+    memory = served["memory_mb"]
+    print(
+        f"memory while serving: {sum(memory.values()):.0f} MB RSS in Ray's processes "
+        + ", ".join(f"{k} {v:.0f}" for k, v in sorted(memory.items(), key=lambda kv: -kv[1])[:8])
+    )
+    print(
+        f"\n{'clients':>8}{'in-proc req/s':>15}{'serve req/s':>13}{'ratio':>8}{'in-proc p50':>13}{'serve p50':>11}"
+        f"{'overhead p50':>14}{'in-proc p99':>13}{'serve p99':>11}{'errors':>8}"
+    )
+    rows = []
+    for clients in levels:
+        a, b = local[clients], served["levels"][clients]
+        row = {
+            "clients": clients,
+            "in_process": a,
+            "serve": b,
+            "ratio": b["throughput"] / a["throughput"],
+            "overhead_p50_ms": b["p50"] - a["p50"],
+        }
+        rows.append(row)
+        print(
+            f"{clients:>8}{a['throughput']:>15.1f}{b['throughput']:>13.1f}{row['ratio']:>8.2f}{a['p50']:>13.1f}"
+            f"{b['p50']:>11.1f}{row['overhead_p50_ms']:>14.1f}{a['p99']:>13.1f}{b['p99']:>11.1f}"
+            f"{sum(b['errors'].values()):>8}"
+        )
+    if args.out:
+        args.out.write_text(
+            json.dumps({"rows": rows, "cold_start": served, "settings": vars(args)}, indent=2, default=str)
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The LineGuard application: Ingress -> Preprocessor -> Backbone(s) -> Scorer.
+
+``serve run serve_config.yaml`` imports :func:`build_app` with the config's ``args`` (validated into
+:class:`AppArgs`); replica counts, autoscaling, resources and ``user_config`` come from the same file.
+No ``from __future__ import annotations`` here: Serve reads the builder's ``AppArgs`` annotation to
+validate the args, and a postponed (string) annotation hides it.
+"""
+
+from typing import Any, cast
+
+from ray.serve import Application, Deployment
+
+from deployments.backbone import Backbone
+from deployments.config import AppArgs
+from deployments.ingress import Ingress
+from deployments.preprocessor import Preprocessor
+from deployments.scorer import Scorer
+
+
+def backbone_deployment_name(index: int) -> str:
+    """``Backbone`` for the first backbone in ``args.backbones``, ``Backbone2``, ... for the others."""
+    return "Backbone" if index == 0 else f"Backbone{index + 1}"
+
+
+def _deployment(cls: object) -> Deployment:
+    """``@serve.deployment`` classes are Deployments at run time; Ray's hints keep the class type."""
+    return cast(Deployment, cls)
+
+
+def bind_graph(args: AppArgs, options: dict[str, dict[str, Any]] | None = None) -> Application:
+    """The bound graph; ``options`` maps deployment names to ``.options()`` (used by tests and the demo)."""
+    options = options or {}
+    preprocessor = _deployment(Preprocessor).options(**options.get("Preprocessor", {})).bind()
+    backbones = [
+        _deployment(Backbone)
+        .options(name=backbone_deployment_name(i), **options.get(backbone_deployment_name(i), {}))
+        .bind(backbone.model_dump())
+        for i, backbone in enumerate(args.backbones)
+    ]
+    scorer = _deployment(Scorer).options(**options.get("Scorer", {})).bind(args.store)
+    ingress = _deployment(Ingress).options(**options.get("Ingress", {}))
+    return ingress.bind(preprocessor, backbones, scorer, args.model_dump())
+
+
+def build_app(args: AppArgs) -> Application:
+    """Typed application builder for ``serve run`` / ``serve deploy`` and KubeRay."""
+    return bind_graph(args if isinstance(args, AppArgs) else AppArgs(**args))

@@ -1,0 +1,89 @@
+"""Backbone deployment: the shared, batched feature extractor for every image line.
+
+One pool of replicas serves all lines with the same backbone; ``@serve.batch`` merges the image
+batches of concurrent calls (from any line) into one forward pass. The device follows the replica's
+resources: with ``num_gpus`` in ``ray_actor_options`` (fractional is fine) it runs on the GPU in fp16,
+otherwise on the CPU (bf16 where the CPU has native bf16). Features leave as float16.
+
+torch and timm are imported inside the replica, not at module level: the controller imports this
+module just to build the application, and that import took 3 s of the cold start.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import ray
+from ray import serve
+
+from deployments.config import BackboneArgs, BackboneTuning, tune_batching
+from deployments.messages import FeatureBatch, ImageBatch
+
+if TYPE_CHECKING:
+    pass
+
+
+def replica_device() -> str:
+    """CUDA when Ray gave this replica a GPU, else the CPU."""
+    import torch
+
+    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1})
+class Backbone:
+    def __init__(self, backbone: dict[str, Any]) -> None:
+        import torch
+
+        from models.backbone import FeatureExtractor
+
+        self.args = BackboneArgs(**backbone)
+        self.extractor = FeatureExtractor(self.args.name, self.args.layers, self.args.weights, replica_device())
+        device = self.extractor.device
+        self._mean = torch.tensor(self.extractor.mean, device=device).view(1, 3, 1, 1) * 255.0
+        self._std = torch.tensor(self.extractor.std, device=device).view(1, 3, 1, 1) * 255.0
+        self.max_batch_size = BackboneTuning().max_batch_size
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        tuning = BackboneTuning(**user_config)
+        self.max_batch_size = tuning.max_batch_size
+        tune_batching(self.extract_batch, tuning.max_batch_size, tuning.batch_wait_timeout_s)
+        if self.extractor.device.type == "cpu":
+            import torch
+
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+            torch.set_num_threads(tuning.threads or max(1, int(cpus)))
+
+    def _forward(self, images: np.ndarray) -> list[np.ndarray]:
+        import torch
+
+        x = torch.from_numpy(images).to(self.extractor.device).float().sub_(self._mean).div_(self._std)
+        return [m.half().cpu().numpy() for m in self.extractor.extract(x)]
+
+    @serve.batch(
+        max_batch_size=16, batch_wait_timeout_s=0.002, batch_size_fn=lambda items: sum(len(b.images) for b in items)
+    )
+    async def extract_batch(self, batches: list[ImageBatch]) -> list[FeatureBatch]:
+        started = time.perf_counter()
+        images = np.concatenate([b.images for b in batches]) if batches else np.zeros((0, 3, 1, 1), np.uint8)
+        layers: list[list[np.ndarray]] = []
+        for start in range(0, len(images), self.max_batch_size):
+            layers.append(self._forward(images[start : start + self.max_batch_size]))
+        merged = [np.concatenate([chunk[i] for chunk in layers]) for i in range(len(layers[0]))] if layers else []
+        elapsed = (time.perf_counter() - started) * 1000
+        out, offset = [], 0
+        for batch in batches:
+            n = len(batch.images)
+            out.append(FeatureBatch([m[offset : offset + n] for m in merged], batch.rows, batch.errors, elapsed))
+            offset += n
+        return out
+
+    async def __call__(self, batch: ImageBatch) -> FeatureBatch:
+        if len(batch.images) == 0:
+            return FeatureBatch([], batch.rows, batch.errors)
+        return await self.extract_batch(batch)
+
+    def ping(self) -> str:
+        return "ok"

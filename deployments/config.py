@@ -1,0 +1,91 @@
+"""Configuration of the serving application.
+
+Three homes, as in the rest of the project:
+
+- :class:`AppArgs`: what the application is (store, backbones, limits); the ``args`` of the
+  application in ``serve_config.yaml``, given to :func:`deployments.app.build_app`.
+- ``*Tuning`` models: values that can change while serving (batch size, wait time, cache size,
+  threads); each deployment's ``user_config``, applied in ``reconfigure()``. Unknown keys are refused.
+- Replica counts, autoscaling and resources: only in ``serve_config.yaml``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from models.preprocess import DEFAULT_MAX_PIXELS
+from models.spec import DEFAULT_BACKBONE, DEFAULT_LAYERS, BackboneSpec
+from training.card import check_line_name
+
+MiB = 1024 * 1024
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackboneArgs(_Strict):
+    """A backbone the application serves; lines fitted on another one are refused with a clear error."""
+
+    name: str = DEFAULT_BACKBONE
+    layers: list[str] = Field(default_factory=lambda: list(DEFAULT_LAYERS))
+    image_size: int = Field(256, ge=32, le=2048)
+    weights: str = "auto"
+
+    def spec(self) -> BackboneSpec:
+        return BackboneSpec(self.name, tuple(self.layers), self.image_size)
+
+
+class AppArgs(_Strict):
+    store: str = Field("./lineguard-store", description="model store root: local folder or object-store URI")
+    backbones: list[BackboneArgs] = Field(default_factory=lambda: [BackboneArgs()], min_length=1)
+    default_line: str | None = Field(None, description="line served by the plain POST /predict")
+    max_image_bytes: int = Field(16 * MiB, gt=0)
+    max_request_bytes: int = Field(64 * MiB, gt=0)
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0)
+    max_batch_images: int = Field(32, ge=1, le=1024)
+    request_timeout_s: float = Field(30.0, gt=0)
+    line_cache_ttl_s: float = Field(1.0, ge=0, description="how long a line's current version is cached")
+
+    @field_validator("default_line")
+    @classmethod
+    def _default_line(cls, value: str | None) -> str | None:
+        return None if value is None else check_line_name(value)
+
+    @field_validator("backbones")
+    @classmethod
+    def _unique(cls, value: list[BackboneArgs]) -> list[BackboneArgs]:
+        keys = [b.spec().key() for b in value]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"backbones are listed twice: {keys}")
+        return value
+
+
+class IngressTuning(_Strict):
+    """Micro-batching of concurrent requests before they go down the graph (one hop per batch)."""
+
+    batch_max_size: int = Field(16, ge=1, le=256)
+    batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)
+
+
+class BackboneTuning(_Strict):
+    max_batch_size: int = Field(16, ge=1, le=1024, description="images per forward pass")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)
+    threads: int = Field(0, ge=0, le=256, description="torch threads; 0 = the replica's CPUs")
+
+
+class ScorerTuning(_Strict):
+    max_models: int = Field(8, ge=1, le=1024, description="line models cached per replica (LRU)")
+    threads: int = Field(1, ge=1, le=256)
+
+
+class PreprocessorTuning(_Strict):
+    threads: int = Field(1, ge=1, le=64, description="decoding threads per replica")
+
+
+def tune_batching(batched_method: Any, max_batch_size: int, wait_timeout_s: float) -> None:
+    """Apply new limits to a ``@serve.batch`` method (its setters are not in Ray's type hints)."""
+    batched_method.set_max_batch_size(max_batch_size)
+    batched_method.set_batch_wait_timeout_s(wait_timeout_s)

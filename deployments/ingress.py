@@ -1,0 +1,401 @@
+"""The HTTP ingress: validates, resolves each line's version, and drives the deployment graph.
+
+Concurrent requests are gathered into micro-batches (``@serve.batch``, a couple of milliseconds) and
+each batch goes down the graph as one call per hop: Preprocessor -> Backbone -> Scorer (one Scorer
+call per line in the batch). The hops are chained by passing ``DeploymentResponse`` objects on, so
+images and features travel between the replicas directly and only the scores come back here. Ray's
+per-call cost (serialisation, scheduling) is paid once per batch instead of once per image.
+
+Two Serve-specific rules shape this file: no ``from __future__ import annotations`` (FastAPI must
+resolve the route annotations, such as ``Request``, through Serve's class wrapper), and module-level
+helpers come before the class (``@serve.ingress`` captures the class as it is created).
+"""
+
+import asyncio
+import base64
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+from starlette.datastructures import UploadFile
+
+from deployments.config import AppArgs, IngressTuning, tune_batching
+from deployments.errors import APIError
+from deployments.lines import LineDirectory, LineEntry
+from deployments.messages import ItemError, ScoreResult
+from deployments.schemas import (
+    BatchItem,
+    BatchResponse,
+    Health,
+    ItemFailure,
+    LineDetail,
+    LineSummary,
+    Prediction,
+    SimplePrediction,
+    ThresholdChanged,
+    ThresholdUpdate,
+)
+from models.preprocess import open_image, resize
+from models.visualize import normalise_map, overlay, png_bytes
+from training.store import ModelStore
+from training.thresholds import set_threshold
+
+log = logging.getLogger("ray.serve")
+
+
+def _multipart_body(field: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI request body of a form with one file field (routes parse the form themselves)."""
+    properties = {field: schema, "sensor_id": {"type": "string", "description": "camera or station id, echoed back"}}
+    form = {"type": "object", "required": [field], "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": form}}}}
+
+
+IMAGE_FORM = _multipart_body("file", {"type": "string", "format": "binary", "description": "PNG/JPEG/BMP/TIFF/WebP"})
+BATCH_FORM = _multipart_body("files", {"type": "array", "items": {"type": "string", "format": "binary"}})
+
+app = FastAPI(
+    title="LineGuard",
+    version="1",
+    description="Anomaly detection for production lines: every line's model behind one API.",
+    docs_url="/docs",
+)
+
+
+@app.exception_handler(APIError)
+async def _api_error(_: Request, err: APIError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, without echoing the input back (it may be huge, or NaN, which JSON cannot hold)."""
+    problems = [
+        {"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in err.errors()
+    ]
+    return JSONResponse({"detail": problems}, status_code=422)
+
+
+def _summary(entry: LineEntry) -> LineSummary:
+    card = entry.card
+    auroc = (card.metrics or {}).get("image_auroc")
+    return LineSummary(
+        line=card.line,
+        kind=card.kind,
+        version=card.version,
+        threshold=float(card.threshold["value"]),
+        head=card.head.kind if card.head else None,
+        backbone=card.backbone.name if card.backbone else None,
+        image_auroc=float(auroc) if isinstance(auroc, int | float) else None,
+        created_at=card.created_at,
+    )
+
+
+def _graph_error(err: BaseException) -> ItemError:
+    if isinstance(err, BackPressureError):
+        return ItemError(503, "the service is at capacity: retry shortly")
+    log.exception("scoring failed", exc_info=err)
+    return ItemError(503, f"scoring is temporarily unavailable ({type(err).__name__}): retry shortly")
+
+
+def _heatmap_png(data: bytes, result: ScoreResult, size: int) -> str:
+    assert result.anomaly_map is not None
+    image = resize(open_image(data), size)
+    heat = normalise_map(result.anomaly_map, *result.display_range)
+    return base64.b64encode(png_bytes(overlay(image, heat))).decode()
+
+
+@dataclass
+class _Item:
+    entry: LineEntry
+    data: bytes
+    want_map: bool
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128)
+@serve.ingress(app)
+class Ingress:
+    def __init__(
+        self,
+        preprocessor: DeploymentHandle[Any],
+        backbones: list[DeploymentHandle[Any]],
+        scorer: DeploymentHandle[Any],
+        args: dict[str, Any],
+    ) -> None:
+        self.args = AppArgs(**args)
+        self.store = ModelStore(self.args.store)
+        self.lines = LineDirectory(self.store, self.args.line_cache_ttl_s)
+        self.preprocessor = preprocessor
+        self.scorer = scorer
+        self.backbones = {b.spec().key(): (b, h) for b, h in zip(self.args.backbones, backbones, strict=True)}
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        tuning = IngressTuning(**user_config)
+        tune_batching(self._score_batch, tuning.batch_max_size, tuning.batch_wait_timeout_s)
+
+    # --- the graph -------------------------------------------------------------------------------
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002, max_concurrent_batches=4)
+    async def _score_batch(self, items: list[_Item]) -> list[ScoreResult | ItemError]:
+        return await self._run_graph(items)
+
+    async def _run_graph(self, items: list[_Item]) -> list[ScoreResult | ItemError]:
+        results: list[ScoreResult | ItemError] = [ItemError(500, "not scored")] * len(items)
+        by_backbone: dict[str, list[int]] = defaultdict(list)
+        for i, item in enumerate(items):
+            by_backbone[str(item.entry.backbone_key)].append(i)
+        calls = []
+        for key, indices in by_backbone.items():
+            backbone_args, backbone = self.backbones[key]
+            images = self.preprocessor.remote(
+                [items[i].data for i in indices], backbone_args.image_size, self.args.max_pixels
+            )
+            features = backbone.remote(images)  # the DeploymentResponse is passed on, not awaited here
+            groups: dict[str, list[int]] = defaultdict(list)
+            for position, i in enumerate(indices):
+                groups[items[i].entry.model_id].append(position)
+            for model_id, positions in groups.items():
+                want_maps = any(items[indices[p]].want_map for p in positions)
+                response = self.scorer.options(multiplexed_model_id=model_id).remote(features, positions, want_maps)
+                calls.append((response, [indices[p] for p in positions]))
+        outcomes = await asyncio.gather(*(response for response, _ in calls), return_exceptions=True)
+        for (_, targets), outcome in zip(calls, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                error = _graph_error(outcome)
+                for t in targets:
+                    results[t] = error
+            else:
+                for t, result in zip(targets, outcome, strict=True):
+                    results[t] = result
+        return results
+
+    async def _score(self, entry: LineEntry, payloads: list[bytes], want_map: bool) -> list[ScoreResult | ItemError]:
+        if entry.card.kind != "image-anomaly":
+            raise APIError(422, f"line {entry.line!r} is a {entry.card.kind} line: it does not take images")
+        if entry.backbone_key not in self.backbones:
+            served = sorted(self.backbones)
+            raise APIError(
+                409,
+                f"line {entry.line!r} was fitted on backbone {entry.backbone_key}, which this "
+                f"service does not run (it runs {served}): add it to serve_config.yaml",
+            )
+        try:
+            return list(
+                await asyncio.wait_for(
+                    asyncio.gather(*(self._score_batch(_Item(entry, p, want_map)) for p in payloads)),
+                    timeout=self.args.request_timeout_s,
+                )
+            )
+        except TimeoutError as err:
+            raise APIError(
+                503, f"scoring took longer than {self.args.request_timeout_s} s: retry shortly", {"Retry-After": "1"}
+            ) from err
+
+    # --- helpers ---------------------------------------------------------------------------------
+    async def _read_files(
+        self, request: Request, field: str, limit: int
+    ) -> tuple[list[tuple[str | None, bytes]], str | None]:
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("application/json"):
+            raise APIError(
+                422,
+                f"this is an image line: send the image as multipart/form-data with a file field named {field!r}, "
+                "not JSON",
+            )
+        if not content_type.startswith("multipart/form-data"):
+            raise APIError(
+                415 if content_type else 422,
+                f"send the image as multipart/form-data with a file field named {field!r} "
+                f"(got content-type {content_type or 'none'!r})",
+            )
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > self.args.max_request_bytes:
+            raise APIError(413, f"request body is {length} bytes, over the limit of {self.args.max_request_bytes}")
+        try:
+            form = await request.form(max_files=limit, max_fields=10)
+        except Exception as err:  # starlette raises MultiPartException and friends for malformed bodies
+            if "Too many files" in str(err):
+                raise APIError(413, f"more than {limit} files in one request, over the limit of {limit}") from err
+            raise APIError(422, f"malformed multipart body: {err}") from err
+        uploads = [v for k, v in form.multi_items() if k == field]
+        if not uploads:
+            raise APIError(422, f"no file field named {field!r} in the form (fields: {sorted(set(form.keys()))})")
+        if len(uploads) > limit:
+            raise APIError(413, f"{len(uploads)} files in one request, over the limit of {limit}")
+        files = []
+        for upload in uploads:
+            if not isinstance(upload, UploadFile):
+                raise APIError(422, f"field {field!r} must be a file upload, not a text value")
+            data = await upload.read(self.args.max_image_bytes + 1)
+            if len(data) > self.args.max_image_bytes:
+                raise APIError(413, f"file {upload.filename!r} is over the limit of {self.args.max_image_bytes} bytes")
+            files.append((upload.filename, data))
+        sensor = form.get("sensor_id")
+        sensor_id = sensor if isinstance(sensor, str) and sensor else None
+        if sensor_id is not None and len(sensor_id) > 200:
+            raise APIError(422, "sensor_id is longer than 200 characters")
+        return files, sensor_id
+
+    async def _prediction(
+        self, entry: LineEntry, result: ScoreResult, data: bytes, started: float, sensor_id: str | None, heatmap: bool
+    ) -> Prediction:
+        png = None
+        if heatmap and result.anomaly_map is not None:
+            png = await asyncio.to_thread(
+                _heatmap_png, data, result, entry.card.backbone.image_size if entry.card.backbone else 256
+            )
+        return Prediction(
+            line=entry.line,
+            model_version=entry.version,
+            anomaly_score=result.score,
+            threshold=result.threshold,
+            normalized_score=result.normalized,
+            is_anomaly=result.is_anomaly,
+            inference_time_ms=round((time.perf_counter() - started) * 1000, 3),
+            sensor_id=sensor_id,
+            heatmap_png=png,
+        )
+
+    # --- routes ----------------------------------------------------------------------------------
+    @app.post(
+        "/v1/lines/{line}/predict",
+        response_model=Prediction,
+        response_model_exclude_none=True,
+        openapi_extra=IMAGE_FORM,
+        summary="Score one part",
+    )
+    async def predict(self, line: str, request: Request, response: Response, heatmap: bool = False) -> Prediction:
+        started = time.perf_counter()
+        entry = await self.lines.get(line)
+        files, sensor_id = await self._read_files(request, "file", 1)
+        parsed = time.perf_counter()
+        result = (await self._score(entry, [files[0][1]], heatmap))[0]
+        if isinstance(result, ItemError):
+            raise APIError(result.status, result.detail, {"Retry-After": "1"} if result.status == 503 else None)
+        prediction = await self._prediction(entry, result, files[0][1], started, sensor_id, heatmap)
+        timings = {"parse": (parsed - started) * 1000, **result.timings, "total": prediction.inference_time_ms}
+        response.headers["Server-Timing"] = ", ".join(
+            f"{k.removesuffix('_ms')};dur={v:.2f}" for k, v in timings.items()
+        )
+        return prediction
+
+    @app.post(
+        "/v1/lines/{line}/predict/batch",
+        response_model=BatchResponse,
+        response_model_exclude_none=True,
+        openapi_extra=BATCH_FORM,
+        summary="Score several parts; each gets its own answer or error",
+    )
+    async def predict_batch(self, line: str, request: Request, heatmap: bool = False) -> BatchResponse:
+        started = time.perf_counter()
+        entry = await self.lines.get(line)
+        files, sensor_id = await self._read_files(request, "files", self.args.max_batch_images)
+        results = await self._score(entry, [data for _, data in files], heatmap)
+        items = []
+        for index, ((name, data), result) in enumerate(zip(files, results, strict=True)):
+            if isinstance(result, ItemError):
+                items.append(
+                    BatchItem(index=index, filename=name, error=ItemFailure(status=result.status, detail=result.detail))
+                )
+            else:
+                prediction = await self._prediction(entry, result, data, started, sensor_id, heatmap)
+                items.append(BatchItem(index=index, filename=name, prediction=prediction))
+        return BatchResponse(
+            line=entry.line,
+            model_version=entry.version,
+            results=items,
+            inference_time_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+
+    @app.post(
+        "/predict",
+        response_model=SimplePrediction,
+        openapi_extra=IMAGE_FORM,
+        summary="Score one part on the default line",
+    )
+    async def predict_default(self, request: Request) -> SimplePrediction:
+        line = self.args.default_line or await self._only_image_line()
+        full = await self.predict(line, request, Response())
+        return SimplePrediction.model_validate(full.model_dump(include=set(SimplePrediction.model_fields)))
+
+    async def _only_image_line(self) -> str:
+        image_lines = [e.line for e in await self.lines.all() if e.card.kind == "image-anomaly"]
+        if len(image_lines) != 1:
+            raise APIError(
+                409,
+                f"no default line is configured and the store holds {len(image_lines)} image lines: "
+                "set default_line in serve_config.yaml, or POST to /v1/lines/{line}/predict",
+            )
+        return image_lines[0]
+
+    @app.get("/v1/lines", response_model=list[LineSummary], summary="Every line with its version in service")
+    async def list_lines(self) -> list[LineSummary]:
+        return [_summary(e) for e in await self.lines.all()]
+
+    @app.get("/v1/lines/{line}", response_model=LineDetail, summary="One line: version, threshold, metrics")
+    async def line_detail(self, line: str) -> LineDetail:
+        entry = await self.lines.get(line)
+        card = entry.card
+        versions = await asyncio.to_thread(self.store.versions, line)
+        metrics = {k: v for k, v in (card.metrics or {}).items() if k != "test_scores"} if card.metrics else None
+        return LineDetail(
+            **_summary(entry).model_dump(),
+            threshold_method=str(card.threshold.get("method")),
+            threshold_reference=float(card.threshold.get("reference", 0.0)),
+            parent=card.parent,
+            note=card.note,
+            versions=versions,
+            metrics=metrics,
+            calibration={k: v for k, v in card.calibration.items() if k != "scores"},
+            data=card.data.model_dump() if card.data else None,
+            head_params=card.head.params if card.head else {},
+            image_size=card.backbone.image_size if card.backbone else None,
+        )
+
+    @app.put(
+        "/v1/lines/{line}/threshold",
+        response_model=ThresholdChanged,
+        summary="Change a line's sensitivity (stored as a new version)",
+    )
+    async def change_threshold(self, line: str, update: ThresholdUpdate) -> ThresholdChanged:
+        entry = await self.lines.get(line)
+        card = await asyncio.to_thread(set_threshold, self.store, line, update.threshold, update.note)
+        self.lines.invalidate(line)
+        return ThresholdChanged(
+            line=line,
+            version=card.version,
+            previous_version=entry.version,
+            threshold=float(card.threshold["value"]),
+            previous_threshold=float(entry.card.threshold["value"]),
+        )
+
+    @app.get("/healthz", response_model=Health, summary="Ready when every deployment answers and the store is readable")
+    async def healthz(self) -> JSONResponse:
+        handles = {"Preprocessor": self.preprocessor, "Scorer": self.scorer}
+        for i, (_, handle) in enumerate(self.backbones.values()):
+            handles["Backbone" if i == 0 else f"Backbone{i + 1}"] = handle
+        names = list(handles)
+        pings = await asyncio.gather(
+            *(asyncio.wait_for(handles[n].ping.remote(), 5.0) for n in names), return_exceptions=True
+        )
+        states = {
+            n: "ok" if p == "ok" else f"unavailable: {type(p).__name__}" for n, p in zip(names, pings, strict=True)
+        }
+        store_ok = await asyncio.to_thread(self.store.readable)
+        healthy = store_ok and all(s == "ok" for s in states.values())
+        body = Health(status="ok" if healthy else "unavailable", store=store_ok, deployments=states)
+        return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
+
+    @app.get("/", include_in_schema=False)
+    async def root(self) -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+
+__all__ = ["Ingress", "app"]

@@ -1,0 +1,46 @@
+"""What travels between deployments: compact arrays plus per-item errors, so one bad image in a
+batch gets its own error and never fails the others."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """An HTTP status and a detail that names the problem."""
+
+    status: int
+    detail: str
+
+
+@dataclass
+class ImageBatch:
+    """Decoded, resized images as ``uint8 (N_ok, 3, S, S)``; ``rows[i]`` is item i's row or -1."""
+
+    images: np.ndarray
+    rows: list[int]
+    errors: list[ItemError | None]
+
+
+@dataclass
+class FeatureBatch:
+    """Backbone feature maps as float16 ``[(N_ok, C_l, H_l, W_l)]``, rows and errors as in ImageBatch."""
+
+    layers: list[np.ndarray]
+    rows: list[int]
+    errors: list[ItemError | None]
+    backbone_ms: float = 0.0
+
+
+@dataclass
+class ScoreResult:
+    score: float
+    threshold: float
+    normalized: float
+    is_anomaly: bool
+    anomaly_map: np.ndarray | None = None
+    display_range: tuple[float, float] = (0.0, 1.0)
+    timings: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,82 @@
+"""One LineGuard application on a real Ray Serve for the whole session, with three lines."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deployments import config_file
+from deployments.app import bind_graph
+from models.anomaly_model import ImageAnomalyModel
+from training.fit_image import FitOptions, fit_image_line
+from training.line_model import load_image_model
+from training.store import ModelStore
+
+LINES = ("press-a", "press-b", "press-c")
+IMAGE_SIZE = 128
+MAX_IMAGE_BYTES = 2_000_000
+
+
+@dataclass
+class Service:
+    url: str
+    store: ModelStore
+    data: Path
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+    def model(self, line: str) -> ImageAnomalyModel:
+        return load_image_model(self.store, line, device="cpu")[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def service(ray_session: None, synthetic_line: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    from ray import serve
+
+    store = ModelStore(tmp_path_factory.mktemp("serve") / "store")
+    for i, line in enumerate(LINES):  # three lines, each fitted on a different part of the data
+        options = FitOptions(
+            image_size=IMAGE_SIZE, head_params={"bank_size": 512 + 256 * i}, seed=i, evaluate=False, progress=False
+        )
+        fit_image_line(line, synthetic_line, options, store)
+    app = config_file.application(config_file.read())
+    args = config_file.app_args(
+        app,
+        store=str(store.root),
+        default_line="press-a",
+        max_image_bytes=MAX_IMAGE_BYTES,
+        backbones=[{"name": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "image_size": IMAGE_SIZE}],
+    )
+    options = config_file.deployment_options(
+        app,
+        Scorer={"user_config": {"max_models": 2}},  # an LRU of two for three lines
+        Ingress={"num_replicas": 1},
+        Backbone={"num_replicas": 1},
+    )
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(bind_graph(args, options), name="lineguard", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    yield Service(url, store, synthetic_line)
+    serve.delete("lineguard")

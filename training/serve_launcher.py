@@ -1,0 +1,158 @@
+"""``lineguard serve``: run ``serve run serve_config.yaml`` with this project's overrides and settings.
+
+The launcher edits a copy of the config (store, host, port, default line) and starts Ray's own
+``serve run`` with the environment that makes the request path fast: HAProxy in front of the ingress
+replicas (``RAY_SERVE_ENABLE_HA_PROXY=1``, which must be set before Ray starts, so it cannot live in
+the config file). Nothing here imports the deployments; Serve imports them from the config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+APP_NAME = "lineguard"
+
+
+def prepare_config(
+    config: Path,
+    store: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    default_line: str | None = None,
+) -> Path:
+    """A temporary copy of ``config`` with the overrides applied."""
+    if not config.is_file():
+        raise FileNotFoundError(f"serve config {config} does not exist: run from the repository root or pass --config")
+    data: dict[str, Any] = yaml.safe_load(config.read_text())
+    apps = [a for a in data.get("applications", []) if a.get("name") == APP_NAME]
+    if not apps:
+        raise ValueError(f"{config} has no application named {APP_NAME!r}")
+    args = apps[0].setdefault("args", {})
+    if store is not None:
+        args["store"] = str(Path(store).resolve()) if "://" not in store else store
+    if default_line is not None:
+        args["default_line"] = default_line
+    http = data.setdefault("http_options", {})
+    if host is not None:
+        http["host"] = host
+    if port is not None:
+        http["port"] = port
+    folder = Path(tempfile.mkdtemp(prefix="lineguard-serve-"))
+    target = folder / "serve_config.yaml"
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
+    return target
+
+
+def serve_environment(haproxy: bool = True) -> dict[str, str]:
+    env = dict(os.environ)
+    if haproxy:
+        env.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    env.setdefault("RAY_SERVE_USE_GRPC_BY_DEFAULT", "1")
+    return env
+
+
+def start(config: Path, env: dict[str, str], app_dir: Path | None = None) -> subprocess.Popen[bytes]:
+    """``serve run`` in the background; the caller owns the process."""
+    serve = shutil.which("serve", path=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
+    if serve is None:
+        raise FileNotFoundError("the `serve` command (from ray[serve]) is not installed in this environment")
+    command = [serve, "run", str(config)]
+    if app_dir is not None:
+        command += ["--app-dir", str(app_dir)]
+    return subprocess.Popen(command, env=env, start_new_session=True)
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 120.0) -> float:
+    """Seconds until ``url`` answers 200; raises if the process dies or the time runs out."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve run exited with status {process.returncode} before the service was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return time.monotonic() - started
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout_s} s")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux ``/proc``; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """Stop ``serve run`` gracefully, then make sure nothing it started lives on.
+
+    SIGTERM goes to ``serve run`` alone: it shuts Serve down (HAProxy included) and then its Ray.
+    Signalling the whole group instead kills Ray's workers first and orphans HAProxy, which keeps the
+    ports. Whatever of the original process tree is still alive afterwards is killed by pid.
+    """
+    if process.poll() is not None:
+        return
+    tree = [(pid, _cmdline(pid)) for pid in descendants(process.pid)]
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    for pid, cmdline in tree:
+        if cmdline and _cmdline(pid) == cmdline:  # same process, not a recycled pid
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def run_foreground(config: Path, env: dict[str, str], ready_url: str, on_ready: Any = None) -> int:
+    """Run until Ctrl-C or SIGTERM; ``on_ready()`` is called once the service answers."""
+    process = start(config, env)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a plain SIGTERM still stops Serve below
+    try:
+        seconds = wait_ready(ready_url, process)
+        print(f"LineGuard is ready at {ready_url.rsplit('/', 1)[0]} ({seconds:.1f} s). Ctrl-C stops it.", flush=True)
+        if on_ready is not None:
+            on_ready()
+        return process.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop(process)
