@@ -148,14 +148,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def serve_run(
-    store_dir: Path, images: list[bytes], levels: list[int], duration: float, args: argparse.Namespace
-) -> dict[str, Any]:
-    if not args.no_haproxy:
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
-    os.environ["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "0" if args.no_grpc else "1"
-    started = time.perf_counter()
-    import httpx
+def start_application(store_dir: Path, args: argparse.Namespace) -> tuple[int, float]:
+    """A private local Ray running the application of ``args.config`` (with ``args.set`` and ``args.env``)
+    on a free port; returns the port and when ``serve.run`` began."""
     import ray
     from ray import serve
 
@@ -173,6 +168,21 @@ def serve_run(
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     run_started = time.perf_counter()
     serve.run(bind_graph(app_args, options), name="lineguard", route_prefix="/")
+    return port, run_started
+
+
+def serve_run(
+    store_dir: Path, images: list[bytes], levels: list[int], duration: float, args: argparse.Namespace
+) -> dict[str, Any]:
+    if not args.no_haproxy:
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    os.environ["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "0" if args.no_grpc else "1"
+    started = time.perf_counter()
+    import httpx
+    import ray
+    from ray import serve
+
+    port, run_started = start_application(store_dir, args)
     url = f"http://127.0.0.1:{port}/v1/lines/bench/predict"
     while True:
         try:

@@ -1,4 +1,5 @@
-"""The LineGuard application: Ingress -> Preprocessor -> Backbone(s) -> Scorer.
+"""The LineGuard application: Ingress -> Preprocessor -> Backbone(s) -> Scorer for images, and
+Ingress -> SensorScorer for sensor readings.
 
 ``serve run serve_config.yaml`` imports :func:`build_app` with the config's ``args`` (validated into
 :class:`AppArgs`); replica counts, autoscaling, resources and ``user_config`` come from the same file.
@@ -15,6 +16,7 @@ from deployments.config import AppArgs
 from deployments.ingress import Ingress
 from deployments.preprocessor import Preprocessor
 from deployments.scorer import Scorer
+from deployments.sensor_scorer import SensorScorer
 
 
 def backbone_deployment_name(index: int) -> str:
@@ -38,8 +40,9 @@ def bind_graph(args: AppArgs, options: dict[str, dict[str, Any]] | None = None) 
         for i, backbone in enumerate(args.backbones)
     ]
     scorer = _deployment(Scorer).options(**options.get("Scorer", {})).bind(args.store)
+    sensor_scorer = _deployment(SensorScorer).options(**options.get("SensorScorer", {})).bind(args.store)
     ingress = _deployment(Ingress).options(**options.get("Ingress", {}))
-    return ingress.bind(preprocessor, backbones, scorer, args.model_dump())
+    return ingress.bind(preprocessor, backbones, scorer, sensor_scorer, args.model_dump())
 
 
 def build_app(args: AppArgs) -> Application:

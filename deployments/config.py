@@ -42,14 +42,16 @@ class AppArgs(_Strict):
     store: str = Field("./lineguard-store", description="model store root: local folder or object-store URI")
     backbones: list[BackboneArgs] = Field(default_factory=lambda: [BackboneArgs()], min_length=1)
     default_line: str | None = Field(None, description="line served by the plain POST /predict")
+    default_sensor_line: str | None = Field(None, description="sensor line served by the plain POST /anomaly")
     max_image_bytes: int = Field(16 * MiB, gt=0)
     max_request_bytes: int = Field(64 * MiB, gt=0)
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0)
     max_batch_images: int = Field(32, ge=1, le=1024)
+    max_batch_vectors: int = Field(10_000, ge=1, le=1_000_000, description="sensor readings per request")
     request_timeout_s: float = Field(30.0, gt=0)
     line_cache_ttl_s: float = Field(1.0, ge=0, description="how long a line's current version is cached")
 
-    @field_validator("default_line")
+    @field_validator("default_line", "default_sensor_line")
     @classmethod
     def _default_line(cls, value: str | None) -> str | None:
         return None if value is None else check_line_name(value)
@@ -79,6 +81,18 @@ class BackboneTuning(_Strict):
 class ScorerTuning(_Strict):
     max_models: int = Field(8, ge=1, le=1024, description="line models cached per replica (LRU)")
     threads: int = Field(1, ge=1, le=256)
+
+
+class SensorScorerTuning(_Strict):
+    """Concurrent sensor requests are scored together, up to ``max_batch_rows`` readings per forward pass
+    (the ingress sends at most ``SENSOR_CHUNK_ROWS`` readings per call, so any request fits)."""
+
+    max_models: int = Field(16, ge=1, le=4096, description="line models cached per replica (LRU)")
+    max_batch_rows: int = Field(4096, ge=1024, le=1_000_000)
+    batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)
+
+
+SENSOR_CHUNK_ROWS = 1024
 
 
 class PreprocessorTuning(_Strict):

@@ -19,6 +19,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -27,11 +29,13 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 
-from deployments.config import AppArgs, IngressTuning, tune_batching
+from deployments.config import SENSOR_CHUNK_ROWS, AppArgs, IngressTuning, tune_batching
 from deployments.errors import APIError
 from deployments.lines import LineDirectory, LineEntry
-from deployments.messages import ItemError, ScoreResult
+from deployments.messages import ItemError, ScoreResult, VectorScores
 from deployments.schemas import (
+    SENSOR_BODY_SCHEMA,
+    AnomalyAnswer,
     BatchItem,
     BatchResponse,
     Health,
@@ -39,11 +43,15 @@ from deployments.schemas import (
     LineDetail,
     LineSummary,
     Prediction,
+    SensorBatchPrediction,
+    SensorPrediction,
     SimplePrediction,
     ThresholdChanged,
     ThresholdUpdate,
 )
+from deployments.sensor_input import Readings, parse_readings
 from models.preprocess import open_image, resize
+from models.sensor_model import SensorScores
 from models.visualize import normalise_map, overlay, png_bytes
 from training.store import ModelStore
 from training.thresholds import set_threshold
@@ -59,6 +67,16 @@ def _multipart_body(field: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 IMAGE_FORM = _multipart_body("file", {"type": "string", "format": "binary", "description": "PNG/JPEG/BMP/TIFF/WebP"})
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            **IMAGE_FORM["requestBody"]["content"],  # image lines
+            "application/json": {"schema": SENSOR_BODY_SCHEMA},  # sensor lines
+        },
+    }
+}
+SENSOR_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": SENSOR_BODY_SCHEMA}}}}
 BATCH_FORM = _multipart_body("files", {"type": "array", "items": {"type": "string", "format": "binary"}})
 
 app = FastAPI(
@@ -113,6 +131,20 @@ def _heatmap_png(data: bytes, result: ScoreResult, size: int) -> str:
     return base64.b64encode(png_bytes(overlay(image, heat))).decode()
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with a 413 as soon as it passes ``limit`` bytes (declared or streamed)."""
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise APIError(413, f"request body is {length} bytes, over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise APIError(413, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 @dataclass
 class _Item:
     entry: LineEntry
@@ -128,6 +160,7 @@ class Ingress:
         preprocessor: DeploymentHandle[Any],
         backbones: list[DeploymentHandle[Any]],
         scorer: DeploymentHandle[Any],
+        sensor_scorer: DeploymentHandle[Any],
         args: dict[str, Any],
     ) -> None:
         self.args = AppArgs(**args)
@@ -135,6 +168,8 @@ class Ingress:
         self.lines = LineDirectory(self.store, self.args.line_cache_ttl_s)
         self.preprocessor = preprocessor
         self.scorer = scorer
+        self.sensor_scorer = sensor_scorer
+        self._sensor_handles: dict[str, DeploymentHandle[Any]] = {}
         self.backbones = {b.spec().key(): (b, h) for b, h in zip(self.args.backbones, backbones, strict=True)}
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -198,12 +233,110 @@ class Ingress:
                 503, f"scoring took longer than {self.args.request_timeout_s} s: retry shortly", {"Retry-After": "1"}
             ) from err
 
+    async def _score_vectors(self, entry: LineEntry, values: np.ndarray) -> VectorScores:
+        """Readings go to the SensorScorer in chunks (concurrent; each fits one of its batches)."""
+        handle = self._sensor_handles.get(entry.model_id)
+        if handle is None:
+            if len(self._sensor_handles) > 4096:  # old versions pile up over months of threshold changes
+                self._sensor_handles.clear()
+            handle = self._sensor_handles[entry.model_id] = self.sensor_scorer.options(
+                multiplexed_model_id=entry.model_id
+            )
+        chunks = [values[i : i + SENSOR_CHUNK_ROWS] for i in range(0, len(values), SENSOR_CHUNK_ROWS)]
+        calls = handle.remote(chunks[0]) if len(chunks) == 1 else asyncio.gather(*(handle.remote(c) for c in chunks))
+        try:
+            answer = await asyncio.wait_for(calls, timeout=self.args.request_timeout_s)
+            parts = [answer] if len(chunks) == 1 else answer
+        except TimeoutError as err:
+            raise APIError(
+                503, f"scoring took longer than {self.args.request_timeout_s} s: retry shortly", {"Retry-After": "1"}
+            ) from err
+        except Exception as err:
+            failure = _graph_error(err)
+            raise APIError(failure.status, failure.detail, {"Retry-After": "1"}) from err
+        for part in parts:
+            if isinstance(part, ItemError):
+                raise APIError(part.status, part.detail, {"Retry-After": "1"} if part.status == 503 else None)
+        if len(parts) == 1:
+            return parts[0]  # type: ignore[no-any-return]
+        combined = SensorScores.concatenate([p.out for p in parts])
+        return VectorScores(combined, parts[0].threshold, sum(p.score_ms for p in parts))
+
+    async def _sensor_request(self, entry: LineEntry, request: Request) -> tuple[Readings, VectorScores]:
+        if entry.card.kind != "sensor-anomaly" or entry.card.inputs is None:
+            raise APIError(422, f"line {entry.line!r} is a {entry.card.kind} line: it does not take sensor readings")
+        content_type = request.headers.get("content-type", "")
+        if "json" not in content_type:
+            raise APIError(
+                415 if content_type else 422,
+                f"line {entry.line!r} is a sensor line: send JSON "
+                f'{{"values": [..{entry.card.inputs.n_features} numbers..]}} with content-type application/json '
+                f"(got {content_type or 'none'!r})",
+            )
+        body = await _read_body(request, self.args.max_request_bytes)
+        readings = parse_readings(body, entry.line, entry.card.inputs.features, self.args.max_batch_vectors)
+        sent = time.perf_counter()
+        out = await self._score_vectors(entry, readings.values)
+        out.hop_ms = (time.perf_counter() - sent) * 1000
+        return readings, out
+
+    async def _predict_sensor(self, entry: LineEntry, request: Request, started: float) -> Response:
+        readings, answer = await self._sensor_request(entry, request)
+        out = answer.out
+        assert entry.card.inputs is not None
+        features = entry.card.inputs.features
+        elapsed = round((time.perf_counter() - started) * 1000, 3)
+        body: dict[str, Any]
+        if readings.single:
+            top = [
+                {
+                    "feature": features[j],
+                    "share": round(float(share), 4),
+                    "value": float(readings.values[0, j]),
+                    "expected": round(float(out.expected[0, j]), 6),
+                }
+                for j, share in zip(out.top_index[0].tolist(), out.top_share[0].tolist(), strict=True)
+            ]
+            body = {
+                "line": entry.line,
+                "model_version": entry.version,
+                "score": float(out.scores[0]),
+                "threshold": answer.threshold,
+                "normalized_score": float(out.normalized[0]),
+                "status": "anomaly" if out.is_anomaly[0] else "normal",
+                "is_anomaly": bool(out.is_anomaly[0]),
+                "top_features": top,
+                "inference_time_ms": elapsed,
+            }
+        else:
+            names = np.asarray(features, dtype=object)
+            body = {
+                "line": entry.line,
+                "model_version": entry.version,
+                "threshold": answer.threshold,
+                "count": len(out.scores),
+                "anomalies": int(out.is_anomaly.sum()),
+                "scores": out.scores,
+                "status": np.where(out.is_anomaly, "anomaly", "normal").tolist(),
+                "top_features": names[out.top_index].tolist(),
+                "top_shares": out.top_share.round(4),
+                "inference_time_ms": elapsed,
+            }
+        if readings.sensor_id is not None:
+            body["sensor_id"] = readings.sensor_id
+        timing = f"score;dur={answer.score_ms:.2f}, hop;dur={answer.hop_ms:.2f}, total;dur={elapsed:.2f}"
+        return Response(
+            orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+            media_type="application/json",
+            headers={"Server-Timing": timing},
+        )
+
     # --- helpers ---------------------------------------------------------------------------------
     async def _read_files(
         self, request: Request, field: str, limit: int
     ) -> tuple[list[tuple[str | None, bytes]], str | None]:
         content_type = request.headers.get("content-type", "")
-        if content_type.startswith("application/json"):
+        if "json" in content_type:
             raise APIError(
                 422,
                 f"this is an image line: send the image as multipart/form-data with a file field named {field!r}, "
@@ -266,14 +399,18 @@ class Ingress:
     # --- routes ----------------------------------------------------------------------------------
     @app.post(
         "/v1/lines/{line}/predict",
-        response_model=Prediction,
+        response_model=Prediction | SensorPrediction | SensorBatchPrediction,
         response_model_exclude_none=True,
-        openapi_extra=IMAGE_FORM,
-        summary="Score one part",
+        openapi_extra=PREDICT_BODY,
+        summary="Score one part (image lines: multipart file) or sensor readings (sensor lines: JSON)",
     )
-    async def predict(self, line: str, request: Request, response: Response, heatmap: bool = False) -> Prediction:
+    async def predict(
+        self, line: str, request: Request, response: Response, heatmap: bool = False
+    ) -> Prediction | Response:
         started = time.perf_counter()
         entry = await self.lines.get(line)
+        if entry.card.kind == "sensor-anomaly":
+            return await self._predict_sensor(entry, request, started)
         files, sensor_id = await self._read_files(request, "file", 1)
         parsed = time.perf_counter()
         result = (await self._score(entry, [files[0][1]], heatmap))[0]
@@ -321,19 +458,39 @@ class Ingress:
         summary="Score one part on the default line",
     )
     async def predict_default(self, request: Request) -> SimplePrediction:
-        line = self.args.default_line or await self._only_image_line()
+        line = self.args.default_line or await self._only_line("image-anomaly", "default_line")
+        entry = await self.lines.get(line)
+        if entry.card.kind != "image-anomaly":
+            raise APIError(409, f"the default line {line!r} is a {entry.card.kind} line: POST /predict takes images")
         full = await self.predict(line, request, Response())
+        assert isinstance(full, Prediction)
         return SimplePrediction.model_validate(full.model_dump(include=set(SimplePrediction.model_fields)))
 
-    async def _only_image_line(self) -> str:
-        image_lines = [e.line for e in await self.lines.all() if e.card.kind == "image-anomaly"]
-        if len(image_lines) != 1:
+    @app.post(
+        "/anomaly",
+        response_model=AnomalyAnswer,
+        openapi_extra=SENSOR_BODY,
+        summary="Score sensor readings on the default sensor line",
+    )
+    async def anomaly(self, request: Request) -> AnomalyAnswer:
+        line = self.args.default_sensor_line or await self._only_line("sensor-anomaly", "default_sensor_line")
+        entry = await self.lines.get(line)
+        readings, answer = await self._sensor_request(entry, request)
+        out = answer.out
+        status = np.where(out.is_anomaly, "anomaly", "normal").tolist()
+        if readings.single:
+            return AnomalyAnswer(score=float(out.scores[0]), status=status[0])
+        return AnomalyAnswer(score=out.scores.tolist(), status=status)
+
+    async def _only_line(self, kind: str, setting: str) -> str:
+        lines = [e.line for e in await self.lines.all() if e.card.kind == kind]
+        if len(lines) != 1:
             raise APIError(
                 409,
-                f"no default line is configured and the store holds {len(image_lines)} image lines: "
-                "set default_line in serve_config.yaml, or POST to /v1/lines/{line}/predict",
+                f"no {setting} is configured and the store holds {len(lines)} {kind} lines: "
+                f"set {setting} in serve_config.yaml, or POST to /v1/lines/{{line}}/predict",
             )
-        return image_lines[0]
+        return lines[0]
 
     @app.get("/v1/lines", response_model=list[LineSummary], summary="Every line with its version in service")
     async def list_lines(self) -> list[LineSummary]:
@@ -357,6 +514,7 @@ class Ingress:
             data=card.data.model_dump() if card.data else None,
             head_params=card.head.params if card.head else {},
             image_size=card.backbone.image_size if card.backbone else None,
+            features=card.inputs.features if card.inputs else None,
         )
 
     @app.put(
@@ -378,7 +536,7 @@ class Ingress:
 
     @app.get("/healthz", response_model=Health, summary="Ready when every deployment answers and the store is readable")
     async def healthz(self) -> JSONResponse:
-        handles = {"Preprocessor": self.preprocessor, "Scorer": self.scorer}
+        handles = {"Preprocessor": self.preprocessor, "Scorer": self.scorer, "SensorScorer": self.sensor_scorer}
         for i, (_, handle) in enumerate(self.backbones.values()):
             handles["Backbone" if i == 0 else f"Backbone{i + 1}"] = handle
         names = list(handles)

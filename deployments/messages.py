@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.sensor_model import SensorScores
+
 
 @dataclass(frozen=True)
 class ItemError:
@@ -44,3 +46,13 @@ class ScoreResult:
     anomaly_map: np.ndarray | None = None
     display_range: tuple[float, float] = (0.0, 1.0)
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class VectorScores:
+    """A sensor line's answer for ``B`` readings: the columnar scores, the threshold and timings."""
+
+    out: SensorScores
+    threshold: float
+    score_ms: float = 0.0  # the forward pass, in the SensorScorer
+    hop_ms: float = 0.0  # the round trip to the SensorScorer, seen from the ingress

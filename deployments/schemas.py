@@ -72,6 +72,7 @@ class LineDetail(LineSummary):
     data: dict[str, Any] | None = None
     head_params: dict[str, Any] = Field(default_factory=dict)
     image_size: int | None = None
+    features: list[str] | None = Field(None, description="sensor lines: the values of a reading, in order")
 
 
 class ThresholdUpdate(BaseModel):
@@ -99,3 +100,70 @@ class Health(BaseModel):
     status: str
     store: bool
     deployments: dict[str, str]
+
+
+class TopFeature(BaseModel):
+    feature: str
+    share: float = Field(description="this feature's share of the reading's reconstruction error (0-1)")
+    value: float | None = Field(None, description="the reading's value")
+    expected: float | None = Field(None, description="what the model expected, from the other features")
+
+
+class SensorPrediction(BaseModel):
+    """The answer for one sensor reading."""
+
+    line: str
+    model_version: str
+    score: float = Field(description="reconstruction error (standardised units); higher = more anomalous")
+    threshold: float
+    normalized_score: float = Field(description="0 = a typical normal reading, 1.0 = at the threshold")
+    status: str = Field(description='"normal" or "anomaly"')
+    is_anomaly: bool
+    top_features: list[TopFeature] = Field(description="the features that contribute most to the error")
+    inference_time_ms: float
+    sensor_id: str | None = None
+
+
+class SensorBatchPrediction(BaseModel):
+    """The answer for a batch of readings, columnar: entry i of every list belongs to reading i."""
+
+    line: str
+    model_version: str
+    threshold: float
+    count: int
+    anomalies: int
+    scores: list[float]
+    status: list[str]
+    top_features: list[list[str]] = Field(description="per reading, the largest contributors first")
+    top_shares: list[list[float]]
+    inference_time_ms: float
+    sensor_id: str | None = None
+
+
+class AnomalyAnswer(BaseModel):
+    """The answer of the plain ``POST /anomaly`` endpoint (lists for a batch of readings)."""
+
+    score: float | list[float]
+    status: str | list[str]
+
+
+SENSOR_BODY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": 'one reading {"values": [..]}, a batch {"values": [[..], ..]}, or by name {"features": {..}}',
+    "properties": {
+        "values": {
+            "oneOf": [
+                {"type": "array", "items": {"type": "number"}},
+                {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+            ]
+        },
+        "features": {
+            "oneOf": [
+                {"type": "object", "additionalProperties": {"type": "number"}},
+                {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}},
+            ]
+        },
+        "sensor_id": {"type": "string", "maxLength": 200},
+    },
+    "additionalProperties": False,
+}

@@ -50,6 +50,7 @@ def ray_session() -> Iterator[None]:
 
     os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
     os.environ.setdefault("RAY_SERVE_USE_GRPC_BY_DEFAULT", "1")
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     # logical CPUs: room for the Serve replicas and a Ray Data actor pool side by side
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:

@@ -65,6 +65,19 @@ class DataInfo(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
+class SensorInputs(BaseModel):
+    """What a sensor line reads: the feature names in order, and the scaler fitted on normal rows."""
+
+    model_config = ConfigDict(extra="forbid")
+    features: list[str] = Field(min_length=2)
+    mean: list[float]
+    std: list[float]
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+
 class ModelCard(BaseModel):
     """Version metadata. ``files`` maps each stored file to its SHA-256, checked on every load."""
 
@@ -77,12 +90,14 @@ class ModelCard(BaseModel):
     parent: str | None = None
     note: str | None = None
     backbone: BackboneInfo | None = None
+    inputs: SensorInputs | None = None
     head: HeadInfo | None = None
     threshold: dict[str, Any]
     calibration: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] | None = None
     data: DataInfo | None = None
     timings: dict[str, float] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
     software: dict[str, str] = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict)
 

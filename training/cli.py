@@ -1,8 +1,9 @@
 """``lineguard``: fit, evaluate and inspect lines from the command line.
 
 lineguard fit --line NAME --data DIR [--head patchcore|padim|mean] [--workers N] ...
-lineguard evaluate --line NAME --data DIR [--out DIR]
-lineguard predict --line NAME IMAGE... [--heatmap OUT.png]
+lineguard fit --kind sensor --line NAME --data FILE.csv [--columns a,b,...] [--workers N]
+lineguard evaluate --line NAME --data DIR|FILE.csv [--out DIR]
+lineguard predict --line NAME IMAGE... [--heatmap OUT.png]   |   FILE.csv... / --values 1.0,2.5,...
 lineguard lines | versions NAME | promote NAME VERSION | threshold NAME VALUE
 lineguard demo
 """
@@ -25,6 +26,8 @@ from training.settings import get_settings
 from training.store import ModelStore, StoreError
 
 log = logging.getLogger("lineguard")
+KINDS = {"image": "image-anomaly", "image-anomaly": "image-anomaly", "sensor": "sensor-anomaly",
+         "sensor-anomaly": "sensor-anomaly"}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,10 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    fit = sub.add_parser("fit", help="fit a line on normal images and store a new version")
+    fit = sub.add_parser("fit", help="fit a line on normal data and store a new version")
     fit.add_argument("--line", required=True, help="line name: letters, digits, '-', '_'")
-    fit.add_argument("--data", required=True, type=Path, help="MVTec-layout folder or a folder of good images")
-    fit.add_argument("--kind", default="image-anomaly", choices=["image-anomaly"], help="what to fit")
+    fit.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="images: an MVTec-layout folder or a folder of good images; sensor: a CSV with a header, or Parquet",
+    )
+    fit.add_argument(
+        "--kind", default="image", choices=sorted(KINDS), help="image (anomaly, default) or sensor (AutoEncoder)"
+    )
     fit.add_argument("--head", default="patchcore", choices=sorted(HEADS))
     fit.add_argument(
         "--head-param",
@@ -83,15 +93,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--target", type=float, default=None, help="target rate for --threshold-from-test")
     fit.add_argument("--no-eval", action="store_true", help="skip the evaluation on test/")
+    sensor = fit.add_argument_group("sensor lines (--kind sensor)")
+    sensor.add_argument("--columns", default=None, help="comma-separated feature columns (default: every numeric one)")
+    sensor.add_argument("--label-column", default=None, help="0/1 column marking anomalies (default: label, ...)")
+    sensor.add_argument("--hidden", default=None, help="comma-separated hidden widths of the encoder (default 2n,n)")
+    sensor.add_argument("--latent", type=int, default=None, help="bottleneck size (default n/3)")
+    sensor.add_argument("--epochs", type=int, default=300)
+    sensor.add_argument("--patience", type=int, default=15, help="epochs without a better held-out loss")
+    sensor.add_argument(
+        "--threshold-source",
+        default="auto",
+        choices=["auto", "normal", "labelled"],
+        help="auto: labelled rows when the file has anomalies, else a percentile of held-out normal errors",
+    )
     fit.add_argument("--no-promote", action="store_true", help="store the version without putting it in service")
     fit.add_argument("--note", default=None)
     _add_runtime(fit)
     fit.add_argument(
         "--workers",
         default="auto",
-        help="0: this process; N: Ray Data actor pool of N; auto: 0 locally, the cluster's size with --address",
+        help="images: 0 = this process, N = a Ray Data actor pool of N (auto: 0 locally); sensor: Ray Train "
+        "workers (auto: 1 locally), 0 = plain PyTorch here; with --address, auto uses the cluster",
     )
-    fit.add_argument("--batch-size", type=int, default=16)
+    fit.add_argument("--batch-size", type=int, default=None, help="images per batch (16) / rows per step (128)")
     fit.add_argument("--address", default=None, help="Ray cluster address ('auto' or ray://...); default $RAY_ADDRESS")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--json", action="store_true", help="print the stored model card as JSON")
@@ -99,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="metrics, histogram and overlays of a line on labelled images")
     ev.add_argument("--line", required=True)
-    ev.add_argument("--data", required=True, type=Path)
+    ev.add_argument("--data", required=True, type=Path, help="labelled images (MVTec layout) or a labelled CSV/Parquet")
     ev.add_argument("--version", default=None)
     ev.add_argument("--out", type=Path, default=None, help="output folder (default ./lineguard-eval/<line>-<version>)")
     ev.add_argument("--overlays", type=int, default=12, help="heatmap overlays to write")
@@ -109,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime(ev)
     ev.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="score image files without a server")
+    pr = sub.add_parser("predict", help="score images, or sensor readings, without a server")
     pr.add_argument("--line", required=True)
     pr.add_argument("--version", default=None)
     pr.add_argument(
@@ -118,7 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write the overlay PNG here (one per image: OUT-<stem>.png)",
     )
-    pr.add_argument("images", nargs="+", type=Path)
+    pr.add_argument("inputs", nargs="*", type=Path, help="image files, or CSV/Parquet files for a sensor line")
+    pr.add_argument(
+        "--values", action="append", default=[], help="sensor line: one reading as comma-separated numbers (repeatable)"
+    )
     _add_runtime(pr)
     pr.set_defaults(func=cmd_predict)
 
@@ -172,12 +199,14 @@ def _runtime(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def _workers(args: argparse.Namespace) -> int:
-    """Resolve ``--workers`` and start Ray when an actor pool is wanted."""
+def _workers(args: argparse.Namespace, local_default: int = 0) -> int:
+    """Resolve ``--workers`` and start Ray when an actor pool or Ray Train is wanted."""
     address = args.address or os.environ.get("RAY_ADDRESS")
     if args.workers == "auto":
         if not address:
-            return 0
+            if local_default:
+                _init_ray(None)
+            return local_default
         resources = _init_ray(address)
         gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
         return max(1, gpus or cpus // 2)
@@ -220,6 +249,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from training.evaluate import format_table
     from training.fit_image import FitOptions, fit_image_line
 
+    if KINDS[args.kind] == "sensor-anomaly":
+        return _fit_sensor(args)
     runtime = _runtime(args)
     options = FitOptions(
         head=args.head,
@@ -236,7 +267,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         threshold_target=args.target,
         evaluate=not args.no_eval,
         workers=_workers(args),
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or 16,
         seed=args.seed,
         promote=not args.no_promote,
         note=args.note,
@@ -265,6 +296,65 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str | None, flag: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise ValueError(f"{flag} expects comma-separated whole numbers, got {text!r}") from err
+
+
+def _fit_sensor(args: argparse.Namespace) -> int:
+    from training.evaluate import format_table
+    from training.fit_sensor import SensorFitOptions, fit_sensor_line
+    from training.train_sensor import TrainOptions
+
+    source = args.threshold_source
+    if args.threshold_from_test and source == "auto":
+        source = "labelled"
+    options = SensorFitOptions(
+        columns=[c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None,
+        label_column=args.label_column,
+        hidden=_int_list(args.hidden, "--hidden"),
+        latent=args.latent,
+        holdout_fraction=args.holdout_fraction,
+        threshold_source=source,
+        over_detection_rate=args.over_detection_rate,
+        threshold_objective=args.threshold_from_test or "f1",
+        threshold_target=args.target,
+        train=TrainOptions(
+            epochs=args.epochs,
+            patience=args.patience,
+            batch_size=args.batch_size or 128,
+            seed=args.seed,
+            workers=_workers(args, local_default=1),
+        ),
+        seed=args.seed,
+        promote=not args.no_promote,
+        note=args.note,
+    )
+    report = fit_sensor_line(args.line, args.data, options, _store(args))
+    card = report.card
+    if args.json:
+        print(card.model_dump_json(indent=2))
+        return 0
+    assert card.data is not None and card.inputs is not None
+    history = card.training
+    in_service = " (in service)" if options.promote else ""
+    print(f"line {card.line}: stored {card.version}{in_service} in {_store(args).uri}")
+    print(
+        f"{card.inputs.n_features} features, trained on {card.data.n_fit} normal rows "
+        f"({history.get('workers')} Ray Train worker(s), 0 = in process): {history.get('epochs_run')} epochs, "
+        f"best held-out loss {history.get('best_val_loss', float('nan')):.5f} at epoch {history.get('best_epoch')}, "
+        f"{history.get('seconds')} s"
+    )
+    print(f"threshold {card.threshold['value']:.5f} ({card.threshold['method']})")
+    if report.metrics is not None:
+        print(format_table(report.metrics))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.data import discover
     from training.evaluate import RunSettings, evaluate_maps, format_table, score_samples, write_report
@@ -273,6 +363,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     store = _store(args)
     card = store.read_card(args.line, args.version)
+    if card.kind == "sensor-anomaly":
+        return _evaluate_sensor(args, store, card)
     scorer = scorer_from_card(store, card)
     dataset = discover(args.data)
     samples = dataset.test or dataset.train
@@ -307,12 +399,76 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_sensor(args: argparse.Namespace, store: ModelStore, card: Any) -> int:
+    from training.evaluate import format_table
+    from training.fit_sensor import evaluate_table
+    from training.line_model import sensor_model_from_card
+    from training.plots import score_histogram
+    from training.sensor_data import read_table
+
+    model = sensor_model_from_card(store, card)
+    table = read_table(args.data, model.features)
+    metrics = evaluate_table(model, table)
+    out = args.out or Path("lineguard-eval") / f"{card.line}-{card.version}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "test_scores"}, indent=2))
+    assert table.labels is not None
+    scores = model.predict(table.values).scores
+    title = f"{card.line} {card.version}"
+    (out / "histogram.png").write_bytes(score_histogram(scores, table.labels, model.threshold.value, title))
+    print(f"line {card.line} {card.version} on {len(table.values)} rows of {args.data}")
+    print(format_table(metrics))
+    print(f"wrote {out}/metrics.json, histogram.png")
+    return 0
+
+
+def _predict_sensor(args: argparse.Namespace, store: ModelStore) -> int:
+    import numpy as np
+
+    from training.line_model import sensor_model_from_card
+    from training.sensor_data import read_table
+
+    card = store.read_card(args.line, args.version)
+    model = sensor_model_from_card(store, card)
+    batches: list[tuple[str, np.ndarray]] = []
+    for i, text in enumerate(args.values):
+        try:
+            reading = [float(x) for x in text.split(",")]
+        except ValueError as err:
+            raise ValueError(f"--values expects comma-separated numbers, got {text!r}") from err
+        if len(reading) != model.n_features or not np.isfinite(reading).all():
+            raise ValueError(
+                f"line {card.line} expects {model.n_features} finite values ({model.features}), got {len(reading)}"
+            )
+        batches.append((f"--values #{i + 1}", np.array([reading], dtype=np.float32)))
+    for path in args.inputs:
+        batches.append((str(path), read_table(path, model.features).values))
+    if not batches:
+        raise ValueError("give CSV/Parquet files or --values for a sensor line")
+    for source, values in batches:
+        out = model.predict(values)
+        for row in range(len(values)):
+            top = [
+                {"feature": model.features[j], "share": round(float(s), 4)}
+                for j, s in zip(out.top_index[row], out.top_share[row], strict=True)
+            ]
+            status = "anomaly" if out.is_anomaly[row] else "normal"
+            answer = {"source": source, "row": row + 1, "line": card.line, "model_version": card.version}
+            answer.update(score=round(float(out.scores[row]), 6), threshold=model.threshold.value, status=status)
+            print(json.dumps({**answer, "top_features": top}))
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from models.preprocess import BadImageError, ImageTooLargeError, open_image, resize
     from models.visualize import normalise_map, overlay
     from training.line_model import load_image_model
 
     store = _store(args)
+    if store.read_card(args.line, args.version).kind == "sensor-anomaly":
+        return _predict_sensor(args, store)
+    if not args.inputs or args.values:
+        raise ValueError(f"line {args.line} is an image line: give image files (not --values)")
     runtime = _runtime(args)
     card, model = load_image_model(
         store,
@@ -323,7 +479,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         precision=runtime["precision"],
     )
     failures = 0
-    for path in args.images:
+    for path in args.inputs:
         started = time.perf_counter()
         try:
             image = open_image(path.read_bytes(), model.preprocess.max_pixels)
@@ -342,7 +498,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.heatmap is not None and prediction.anomaly_map is not None:
             target = (
                 args.heatmap
-                if len(args.images) == 1
+                if len(args.inputs) == 1
                 else args.heatmap.with_name(f"{args.heatmap.stem}-{path.stem}.png")
             )
             heat = normalise_map(prediction.anomaly_map, *model.scorer.display_range())

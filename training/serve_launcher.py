@@ -61,6 +61,7 @@ def serve_environment(haproxy: bool = True) -> dict[str, str]:
     if haproxy:
         env.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
     env.setdefault("RAY_SERVE_USE_GRPC_BY_DEFAULT", "1")
+    env.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     return env
 
 

@@ -28,6 +28,7 @@ import pyarrow.fs as pafs
 from training.card import ModelCard, check_line_name, check_version_name, utc_now
 
 if TYPE_CHECKING:  # tensors are (de)serialised lazily: reading cards needs no torch
+    import numpy as np
     import torch
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,18 @@ class ModelStore:
         try:
             return load_safetensors(data)
         except Exception as err:  # safetensors raises its own error types
+            raise CorruptModelError(
+                f"model file of {card.line!r} {card.version} is not valid safetensors: {err}"
+            ) from err
+
+    def read_arrays(self, card: ModelCard) -> dict[str, np.ndarray]:
+        """The version's tensors as NumPy arrays (checksum-verified), without importing torch."""
+        from safetensors.numpy import load as load_safetensors
+
+        data = self.read_tensor_bytes(card)
+        try:
+            return load_safetensors(data)
+        except Exception as err:
             raise CorruptModelError(
                 f"model file of {card.line!r} {card.version} is not valid safetensors: {err}"
             ) from err

@@ -15,10 +15,14 @@ from deployments import config_file
 from deployments.app import bind_graph
 from models.anomaly_model import ImageAnomalyModel
 from training.fit_image import FitOptions, fit_image_line
+from training.fit_sensor import SensorFitOptions, fit_sensor_line
 from training.line_model import load_image_model
 from training.store import ModelStore
+from training.synthetic_sensor import write_csv
+from training.train_sensor import TrainOptions
 
 LINES = ("press-a", "press-b", "press-c")
+SENSOR_LINE = "spindle-1"  # a sensor line beside the image lines
 IMAGE_SIZE = 128
 MAX_IMAGE_BYTES = 2_000_000
 
@@ -28,6 +32,7 @@ class Service:
     url: str
     store: ModelStore
     data: Path
+    sensor_data: Path
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60)
@@ -52,6 +57,9 @@ def service(ray_session: None, synthetic_line: Path, tmp_path_factory: pytest.Te
             image_size=IMAGE_SIZE, head_params={"bank_size": 512 + 256 * i}, seed=i, evaluate=False, progress=False
         )
         fit_image_line(line, synthetic_line, options, store)
+    sensor_data = write_csv(tmp_path_factory.mktemp("sensor") / "spindle.csv", rows=3000, seed=1)
+    sensor_options = SensorFitOptions(train=TrainOptions(epochs=150, workers=0))
+    fit_sensor_line(SENSOR_LINE, sensor_data, sensor_options, store)
     app = config_file.application(config_file.read())
     args = config_file.app_args(
         app,
@@ -78,5 +86,5 @@ def service(ray_session: None, synthetic_line: Path, tmp_path_factory: pytest.Te
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    yield Service(url, store, synthetic_line)
+    yield Service(url, store, synthetic_line, sensor_data)
     serve.delete("lineguard")

@@ -21,6 +21,9 @@ pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Runs before the session's shared application is started (files in this folder run in name order):
+# with HAProxy, a second Serve instance started on this machine while the first one runs has been
+# seen answering from the first instance's application.
 def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "store")
     fit_image_line(
@@ -69,7 +72,7 @@ def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Pa
         answer = httpx.post(
             f"{url}/v1/lines/line-1/predict", files={"file": (image.name, image.read_bytes())}, timeout=60
         )
-        assert answer.status_code == 200 and answer.json()["is_anomaly"] is True
+        assert answer.status_code == 200 and answer.json()["is_anomaly"] is True, answer.text
         status = subprocess.run(
             [str(Path(sys.executable).parent / "serve"), "status"],
             env={**env, "RAY_AUTH_MODE": "token"},

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.deployments.conftest import LINES, MAX_IMAGE_BYTES, Service
+from tests.deployments.conftest import LINES, MAX_IMAGE_BYTES, SENSOR_LINE, Service
 from tests.models.test_preprocess import png_header_only
 from training.fit_image import FitOptions, fit_image_line
 
@@ -38,13 +38,18 @@ def test_health_docs_and_lines(service: Service) -> None:
     with service.client() as client:
         health = client.get("/healthz")
         assert health.status_code == 200, health.text
-        assert health.json()["deployments"] == {"Preprocessor": "ok", "Scorer": "ok", "Backbone": "ok"}
+        assert health.json()["deployments"] == {
+            "Preprocessor": "ok",
+            "Scorer": "ok",
+            "SensorScorer": "ok",
+            "Backbone": "ok",
+        }
         assert client.get("/docs").status_code == 200
         paths = client.get("/openapi.json").json()["paths"]
         assert {"/v1/lines/{line}/predict", "/v1/lines/{line}/predict/batch", "/predict", "/healthz"} <= set(paths)
         assert "multipart/form-data" in paths["/v1/lines/{line}/predict"]["post"]["requestBody"]["content"]
         lines = client.get("/v1/lines").json()
-        assert [entry["line"] for entry in lines] == list(LINES)
+        assert [entry["line"] for entry in lines] == sorted([*LINES, SENSOR_LINE])
         detail = client.get("/v1/lines/press-b").json()
         assert detail["kind"] == "image-anomaly" and detail["head_params"]["bank_size"] == 768
         assert detail["versions"][0] == "v1" and detail["image_size"] == 128

@@ -1,0 +1,205 @@
+"""Sensor benchmark: readings per second in process and through Ray Serve over HTTP, side by side.
+
+    python -m benchmarks.sensor [--rows 4000] [--clients 1,32] [--batch 1000] [--duration 10]
+                                [--set SensorScorer.num_replicas=2]
+
+One synthetic sensor line (12 correlated channels) is fitted in process. In process: N threads call the
+fitted model (scaler + AutoEncoder + threshold + top features) on one reading, and on batches of
+``--batch`` readings. Through Serve: the application from ``serve_config.yaml`` (HAProxy + gRPC, as
+``lineguard serve`` runs it) on a private local Ray, N concurrent HTTP clients posting JSON
+``{"values": [...]}`` (one reading) and ``{"values": [[...] x batch]}``. Also reported: the model's
+size on disk and the resident memory of the SensorScorer replica and of every Ray process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.serving import ray_memory_mb, start_application
+from benchmarks.timing import summary
+
+LINE = "sensor-bench"
+
+
+def fit(store_dir: Path, rows: int) -> np.ndarray:
+    from training.fit_sensor import SensorFitOptions, fit_sensor_line
+    from training.sensor_data import read_table
+    from training.store import ModelStore
+    from training.synthetic_sensor import write_csv
+    from training.train_sensor import TrainOptions
+
+    data = write_csv(store_dir.parent / "line.csv", rows=rows)
+    report = fit_sensor_line(LINE, data, SensorFitOptions(train=TrainOptions(workers=0)), ModelStore(store_dir))
+    print(f"fitted {LINE} on {rows} rows: AUROC {report.metrics and report.metrics['image_auroc']:.4f}", flush=True)
+    return read_table(data).values
+
+
+def model_size(store_dir: Path) -> dict[str, int]:
+    version = next(p for p in (store_dir / LINE).iterdir() if p.is_dir())
+    return {p.name: p.stat().st_size for p in version.iterdir()}
+
+
+def in_process(store_dir: Path, values: np.ndarray, clients: int, batch: int, duration: float) -> dict[str, Any]:
+    import torch
+
+    from training.line_model import sensor_model_from_card
+    from training.store import ModelStore
+
+    torch.set_num_threads(1)
+    store = ModelStore(store_dir)
+    model = sensor_model_from_card(store, store.read_card(LINE))
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + duration
+
+    def client(index: int) -> None:
+        i, mine = index * batch, []
+        while time.perf_counter() < stop_at:
+            rows = values[i % (len(values) - batch) :][:batch]
+            started = time.perf_counter()
+            model.predict(rows)
+            mine.append((time.perf_counter() - started) * 1000)
+            i += batch
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    return {"requests_per_s": len(latencies) / elapsed, "vectors_per_s": len(latencies) * batch / elapsed,
+            **summary(latencies)}  # fmt: skip
+
+
+async def http_load(url: str, bodies: list[bytes], clients: int, batch: int, duration: float) -> dict[str, Any]:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    stop_at = time.perf_counter() + duration
+    connector = aiohttp.TCPConnector(limit=clients + 4)
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+        async def client(index: int) -> None:
+            i = index
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as response:
+                    await response.read()
+                    if response.status == 200:
+                        latencies.append((time.perf_counter() - started) * 1000)
+                    else:
+                        errors[response.status] = errors.get(response.status, 0) + 1
+                i += clients
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        elapsed = time.perf_counter() - began
+    return {"requests_per_s": len(latencies) / elapsed, "vectors_per_s": len(latencies) * batch / elapsed,
+            "errors": errors, **summary(latencies)}  # fmt: skip
+
+
+def bodies_for(values: np.ndarray, batch: int, count: int = 64) -> list[bytes]:
+    import orjson
+
+    out = []
+    for k in range(count):
+        rows = values[(k * batch) % (len(values) - batch) :][:batch]
+        out.append(orjson.dumps({"values": rows[0].tolist() if batch == 1 else rows.tolist()}))
+    return out
+
+
+def serve_run(
+    store_dir: Path, values: np.ndarray, plan: list[tuple[int, int]], args: argparse.Namespace
+) -> dict[str, Any]:
+    os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    import httpx
+    import ray
+    from ray import serve
+
+    port, _ = start_application(store_dir, args)
+    url = f"http://127.0.0.1:{port}/v1/lines/{LINE}/predict"
+    while True:
+        try:
+            if httpx.post(url, json={"values": values[0].tolist()}, timeout=30).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    results: dict[str, Any] = {}
+    for clients, batch in plan:
+        bodies = bodies_for(values, batch)
+        asyncio.run(http_load(url, bodies, clients, batch, 2.0))  # warm-up
+        result = asyncio.run(http_load(url, bodies, clients, batch, args.duration))
+        results[f"{clients}x{batch}"] = result
+        print(
+            f"  serve      {clients:>3} clients x {batch:>5} readings: {result['vectors_per_s']:>10.0f} readings/s, "
+            f"p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, errors {sum(result['errors'].values())}",
+            flush=True,
+        )
+    results["memory_mb"] = ray_memory_mb()
+    serve.shutdown()
+    ray.shutdown()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=4000, help="rows of the synthetic line to fit on")
+    parser.add_argument("--clients", default="1,32", help="concurrent clients for single readings")
+    parser.add_argument("--batch", type=int, default=1000, help="readings per batch request")
+    parser.add_argument("--batch-clients", default="1,4", help="concurrent clients for batch requests")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--config", type=Path, default=Path(__file__).resolve().parents[1] / "serve_config.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="DEPLOYMENT.KEY=VALUE")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment variable for the Ray processes, e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=0")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    plan = [(int(c), 1) for c in args.clients.split(",")]
+    plan += [(int(c), args.batch) for c in args.batch_clients.split(",")]
+    with tempfile.TemporaryDirectory(prefix="lineguard-sensor-bench-") as tmp:
+        store_dir = Path(tmp) / "store"
+        values = fit(store_dir, args.rows)
+        sizes = model_size(store_dir)
+        print("model on disk: " + ", ".join(f"{k} {v / 1024:.1f} KB" for k, v in sizes.items()), flush=True)
+        local = {}
+        for clients, batch in plan:
+            local[f"{clients}x{batch}"] = result = in_process(store_dir, values, clients, batch, args.duration)
+            print(
+                f"  in-process {clients:>3} clients x {batch:>5} readings: {result['vectors_per_s']:>10.0f} "
+                f"readings/s, p50 {result['p50']:.3f} ms, p99 {result['p99']:.3f} ms",
+                flush=True,
+            )
+        served = serve_run(store_dir, values, plan, args)
+    memory = served.pop("memory_mb")
+    scorer = sum(v for k, v in memory.items() if "SensorScorer" in k)
+    print(f"\nSensorScorer replica: {scorer:.0f} MB RSS; all Ray processes: {sum(memory.values()):.0f} MB")
+    print(f"\n{'clients x readings':>20}{'in-proc readings/s':>20}{'serve readings/s':>18}{'in-proc p50':>13}"
+          f"{'serve p50':>11}{'serve p99':>11}")  # fmt: skip
+    for key, a in local.items():
+        b = served[key]
+        print(f"{key:>20}{a['vectors_per_s']:>20.0f}{b['vectors_per_s']:>18.0f}{a['p50']:>13.3f}{b['p50']:>11.2f}"
+              f"{b['p99']:>11.2f}")  # fmt: skip
+    if args.out:
+        record = {"in_process": local, "serve": served, "memory_mb": memory, "model_bytes": sizes,
+                  "settings": vars(args)}  # fmt: skip
+        args.out.write_text(json.dumps(record, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

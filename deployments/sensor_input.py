@@ -1,0 +1,124 @@
+"""Reading sensor requests: JSON in, a ``(k, n)`` float32 array out, or a 422 that names the problem.
+
+Accepted bodies (``n`` = the line's number of features, in the order of its card):
+
+- ``{"values": [v1, ..., vn]}``: one reading;
+- ``{"values": [[...], [...]]}``: a batch of readings;
+- ``{"features": {"temp": 21.5, ...}}`` or ``{"features": [{...}, {...}]}``: readings by name;
+- an optional ``"sensor_id"`` (machine or station, echoed back).
+
+Numbers only: strings, booleans, null, NaN and infinity are refused (orjson refuses NaN, Infinity and
+numbers too large for a double at parse time, so nothing non-finite gets through).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from deployments.errors import APIError
+
+ALLOWED_KEYS = ("values", "features", "sensor_id")
+_NUMBER = (int, float)
+
+
+@dataclass
+class Readings:
+    values: np.ndarray  # (k, n) float32
+    single: bool
+    sensor_id: str | None
+
+
+def parse_readings(body: bytes, line: str, features: list[str], max_rows: int) -> Readings:
+    if not body:
+        raise APIError(422, 'empty body: send JSON like {"values": [..]} with ' + f"{len(features)} numbers")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise APIError(
+            422, f"body is not valid JSON ({err}); NaN, Infinity and numbers beyond 1e308 are not allowed"
+        ) from None
+    if not isinstance(data, dict):
+        raise APIError(422, f'expected a JSON object like {{"values": [..]}}, got a JSON {_kind(data)}')
+    unknown = sorted(set(data) - set(ALLOWED_KEYS))
+    if unknown:
+        raise APIError(422, f"unknown field(s) {unknown}: a sensor request has {list(ALLOWED_KEYS)}")
+    sensor_id = data.get("sensor_id")
+    if sensor_id is not None and (not isinstance(sensor_id, str) or len(sensor_id) > 200):
+        raise APIError(422, "sensor_id must be a string of at most 200 characters")
+    if ("values" in data) == ("features" in data):
+        raise APIError(422, 'send exactly one of "values" (numbers in feature order) or "features" (by name)')
+    if "values" in data:
+        rows, single = _rows_from_values(data["values"], line, len(features), max_rows)
+    else:
+        rows, single = _rows_from_features(data["features"], line, features, max_rows)
+    try:
+        values = np.array(rows, dtype=np.float32)
+    except OverflowError as err:  # an integer with hundreds of digits
+        raise APIError(422, "a value is too large for a number: values must be finite") from err
+    if not np.isfinite(values).all():  # a double beyond float32's range
+        raise APIError(422, "a value is too large: values must be finite numbers below 3.4e38")
+    return Readings(values, single, sensor_id)
+
+
+def _rows_from_values(values: Any, line: str, n: int, max_rows: int) -> tuple[list[list[Any]], bool]:
+    if not isinstance(values, list) or not values:
+        raise APIError(422, f'"values" must be a non-empty list of {n} numbers (or a list of such lists)')
+    single = not isinstance(values[0], list)
+    rows = [values] if single else values
+    if len(rows) > max_rows:
+        raise APIError(422, f"{len(rows)} readings in one request, over the limit of {max_rows}: split the batch")
+    for i, row in enumerate(rows):
+        where = "" if single else f"reading {i}: "
+        if not isinstance(row, list):
+            raise APIError(422, f"{where}expected a list of {n} numbers, got a JSON {_kind(row)}")
+        if len(row) != n:
+            raise APIError(422, f"{where}line {line!r} expects {n} values, got {len(row)}")
+    _check_numbers(rows, single)
+    return rows, single
+
+
+def _rows_from_features(named: Any, line: str, features: list[str], max_rows: int) -> tuple[list[list[Any]], bool]:
+    single = isinstance(named, dict)
+    items = [named] if single else named
+    if not isinstance(items, list) or not items:
+        raise APIError(422, '"features" must be an object {"name": number, ...} or a non-empty list of them')
+    if len(items) > max_rows:
+        raise APIError(422, f"{len(items)} readings in one request, over the limit of {max_rows}: split the batch")
+    expected = set(features)
+    rows = []
+    for i, item in enumerate(items):
+        where = "" if single else f"reading {i}: "
+        if not isinstance(item, dict):
+            raise APIError(422, f"{where}expected an object of feature values, got a JSON {_kind(item)}")
+        if item.keys() != expected:
+            unknown, missing = sorted(set(item) - expected), sorted(expected - set(item))
+            problems = ([f"unknown feature(s) {unknown}"] if unknown else []) + (
+                [f"missing feature(s) {missing}"] if missing else []
+            )
+            raise APIError(422, f"{where}{' and '.join(problems)}: line {line!r} expects {features}")
+        rows.append([item[name] for name in features])
+    _check_numbers(rows, single)
+    return rows, single
+
+
+def _check_numbers(rows: list[list[Any]], single: bool) -> None:
+    """Every cell an int or a float (bool is an int subclass in Python: refused by exact type)."""
+    if {type(v) for row in rows for v in row} <= set(_NUMBER):
+        return
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row):
+            if type(v) not in _NUMBER:
+                where = f"value {j}" if single else f"reading {i}, value {j}"
+                raise APIError(422, f"{where} is a JSON {_kind(v)}: values must be numbers")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", str: "string", list: "array", dict: "object", int: "number", float: "number"}.get(
+        type(value), type(value).__name__
+    )
