@@ -171,6 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--no-haproxy", action="store_true", help="use Serve's Python proxy instead of HAProxy")
     sv.set_defaults(func=cmd_serve)
 
+    cl = sub.add_parser("cluster", help="Kubernetes: render the KubeRay RayService from serve_config.yaml")
+    cl_sub = cl.add_subparsers(dest="cluster_command", required=True)
+    render = cl_sub.add_parser("render", help="write cluster/rayservice.yaml (or --out) from serve_config.yaml")
+    render.add_argument("--config", type=Path, default=None, help="serve config (default: the repository's)")
+    render.add_argument("--out", type=Path, default=None, help="default cluster/rayservice.yaml; '-' = stdout")
+    render.add_argument("--image", default=None, help="the LineGuard image built from cluster/Dockerfile")
+    render.add_argument("--store", default=None, help="model store URI every node reads, e.g. s3://bucket/store")
+    render.add_argument("--name", default=None)
+    render.add_argument("--namespace", default=None)
+    render.add_argument("--backbone-gpus", type=float, default=None, help="GPUs per Backbone replica (0 = CPU)")
+    render.set_defaults(func=cmd_cluster_render)
+
     demo = sub.add_parser("demo", help="make a synthetic line, fit it, evaluate it, then serve it (offline)")
     demo.add_argument("--dir", type=Path, default=Path("lineguard-demo"), help="where the demo data and store go")
     demo.add_argument("--no-serve", action="store_true", help="stop after fitting and scoring a few parts")
@@ -567,6 +579,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_launcher.run_foreground(
         config, env, f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/healthz"
     )
+
+
+def cmd_cluster_render(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from training.cluster import MANIFEST, ClusterOptions, render
+
+    changes = {k: getattr(args, k) for k in ("image", "store", "name", "namespace") if getattr(args, k)}
+    if args.backbone_gpus is not None:
+        changes["backbone_gpus"] = args.backbone_gpus
+    text = render(args.config, replace(ClusterOptions(), **changes))
+    if str(args.out) == "-":
+        print(text, end="")
+        return 0
+    out = args.out or MANIFEST
+    out.write_text(text)
+    print(f"wrote {out}: kubectl apply -f {out}")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -1,0 +1,83 @@
+"""The KubeRay manifest: generated from serve_config.yaml, valid for Ray's schema and KubeRay, image tag pinned."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from deployments import config_file
+from deployments.config import AppArgs
+from training.cli import main
+from training.cluster import DOCKERFILE, MANIFEST, ClusterOptions, check_image_tag, ray_version, render
+from training.cluster import serve_config_for_cluster as for_cluster
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict[str, Any]:
+    return dict(yaml.safe_load(MANIFEST.read_text()))
+
+
+def test_committed_manifest_is_the_rendering_of_serve_config() -> None:
+    """Fails when serve_config.yaml changed and `lineguard cluster render` was not run (or the file was edited)."""
+    assert MANIFEST.read_text() == render(), "cluster/rayservice.yaml is stale: run `lineguard cluster render`"
+
+
+def test_serve_config_v2_is_serve_config_with_the_cluster_changes_only(manifest: dict[str, Any]) -> None:
+    served = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(served)  # Ray's own schema, as KubeRay's Serve client applies it
+    assert served == for_cluster(config_file.read(), ClusterOptions())
+    app = config_file.application(served)
+    root = config_file.application(config_file.read())
+    assert app["import_path"] == root["import_path"] == "deployments.app:build_app"
+    assert [d["name"] for d in app["deployments"]] == [d["name"] for d in root["deployments"]]
+    AppArgs(**app["args"])  # the builder's arguments validate
+    backbone = next(d for d in app["deployments"] if d["name"] == "Backbone")
+    assert backbone["ray_actor_options"]["num_gpus"] >= 1 and backbone["user_config"]["max_batch_size"] == 64
+    assert app["args"]["store"].startswith("s3://")
+
+
+def test_kuberay_required_fields(manifest: dict[str, Any]) -> None:
+    assert manifest["apiVersion"] == "ray.io/v1" and manifest["kind"] == "RayService"
+    assert manifest["metadata"]["name"]
+    cluster = manifest["spec"]["rayClusterConfig"]
+    assert cluster["rayVersion"] == ray_version() and cluster["enableInTreeAutoscaling"] is True
+    head = cluster["headGroupSpec"]
+    assert "rayStartParams" in head and head["template"]["spec"]["containers"][0]["image"]
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    assert set(groups) == {"cpu-workers", "gpu-workers"}
+    for group in groups.values():
+        assert {"replicas", "minReplicas", "maxReplicas", "rayStartParams", "template"} <= set(group)
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        container = group["template"]["spec"]["containers"][0]
+        assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["LINEGUARD_STORE"].startswith("s3://")
+    gpu = groups["gpu-workers"]["template"]["spec"]
+    resources = gpu["containers"][0]["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == 1
+    assert gpu["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert groups["gpu-workers"]["rayStartParams"]["num-gpus"] == "1"
+
+
+def test_dockerfile_builds_on_the_pinned_ray() -> None:
+    tag = check_image_tag()
+    assert tag.startswith(ray_version() + "-py311")
+    text = DOCKERFILE.read_text()
+    assert "pip install" in text and "PYTHONPATH=/home/ray/lineguard" in text
+
+
+def test_render_command_options(tmp_path: Any) -> None:
+    out = tmp_path / "rs.yaml"
+    argv = ["cluster", "render", "--out", str(out), "--image", "r.io/lg:1", "--store", "gs://b/s"]
+    argv += ["--backbone-gpus", "0"]
+    assert main(argv) == 0
+    rendered = yaml.safe_load(out.read_text())
+    app = config_file.application(yaml.safe_load(rendered["spec"]["serveConfigV2"]))
+    assert app["args"]["store"] == "gs://b/s"
+    backbone = next(d for d in app["deployments"] if d["name"] == "Backbone")
+    assert backbone["ray_actor_options"]["num_gpus"] == 0  # CPU-only clusters keep serve_config's value
+    head = rendered["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert head["image"] == "r.io/lg:1"

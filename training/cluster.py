@@ -1,0 +1,182 @@
+"""``lineguard cluster render``: the KubeRay ``RayService`` manifest, generated from ``serve_config.yaml``.
+
+One source of truth: the Serve application (deployments, autoscaling, user_config, args) is the
+root ``serve_config.yaml``; this module only adds what differs on a Kubernetes cluster, all of it
+visible in :class:`ClusterOptions` (image, model store URI, node groups, the Backbone on GPU workers),
+and wraps the result in a ``ray.io/v1`` ``RayService`` with a head group, a CPU worker group and a
+GPU worker group. ``cluster/rayservice.yaml`` is this function's output with the defaults; a test
+renders it again and fails when the two disagree.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deployments.config_file import APP_NAME, read
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = ROOT / "cluster" / "rayservice.yaml"
+DOCKERFILE = ROOT / "cluster" / "Dockerfile"
+# the launcher's settings that must be in the environment of `ray start` on every node (the proxy
+# reads them when it starts, before any application's runtime_env applies)
+NODE_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
+def ray_version() -> str:
+    """The Ray version the project pins (pyproject.toml), which the image tag must match."""
+    text = (ROOT / "pyproject.toml").read_text()
+    match = re.search(r'"ray\[[^\]]*\]==([0-9.]+)"', text)
+    if match:
+        return match.group(1)
+    try:  # an installed package without its source tree
+        return version("ray")
+    except PackageNotFoundError as err:
+        raise RuntimeError("cannot tell which Ray version LineGuard pins") from err
+
+
+@dataclass
+class ClusterOptions:
+    name: str = "lineguard"
+    namespace: str = "lineguard"
+    image: str = "registry.example.com/lineguard:0.1.0"  # CHANGE: where `docker push` put the image
+    store: str = "s3://my-bucket/lineguard-store"  # CHANGE: the model store every node reads
+    cpu_workers: tuple[int, int] = (1, 4)  # min, max
+    gpu_workers: tuple[int, int] = (0, 2)
+    backbone_gpus: float = 1.0  # per Backbone replica; 0.5 packs two replicas on one GPU
+    backbone_batch: int = 64  # images per forward pass on a GPU (batching pays there)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def serve_config_for_cluster(serve_config: dict[str, Any], options: ClusterOptions) -> dict[str, Any]:
+    """``serve_config.yaml`` with the cluster's store, and the Backbone on GPU workers."""
+    config = copy.deepcopy(serve_config)
+    config["http_options"] = {**config.get("http_options", {}), "host": "0.0.0.0", "port": 8000}
+    app = next(a for a in config["applications"] if a["name"] == APP_NAME)
+    app["args"] = {**app.get("args", {}), "store": options.store}
+    for deployment in app["deployments"]:
+        if deployment["name"].startswith("Backbone") and options.backbone_gpus > 0:
+            deployment.setdefault("ray_actor_options", {})["num_gpus"] = options.backbone_gpus
+            tuning = deployment.setdefault("user_config", {})
+            tuning.update(max_batch_size=options.backbone_batch, batch_wait_timeout_s=0.005)
+    return config
+
+
+def _container(options: ClusterOptions, cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
+    limits: dict[str, Any] = {"cpu": cpu, "memory": memory}
+    if gpus:
+        limits["nvidia.com/gpu"] = gpus
+    env = {**NODE_ENV, "LINEGUARD_STORE": options.store, **options.extra_env}
+    return {
+        "name": "ray",
+        "image": options.image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        # requests = limits: Ray sizes its CPU and memory resources from the container's limits
+        "resources": {"requests": dict(limits), "limits": dict(limits)},
+        "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "ray stop"]}}},
+    }
+
+
+def render(serve_config_path: Path | str | None = None, options: ClusterOptions | None = None) -> str:
+    """The RayService manifest as YAML text, with comments on what a reader must change."""
+    options = options or ClusterOptions()
+    serve_config = serve_config_for_cluster(read(serve_config_path or ROOT / "serve_config.yaml"), options)
+    head = _container(options, "2", "8Gi")
+    head["ports"] = [
+        {"containerPort": 6379, "name": "gcs"},
+        {"containerPort": 8265, "name": "dashboard"},
+        {"containerPort": 10001, "name": "client"},
+        {"containerPort": 8000, "name": "serve"},
+    ]
+    cpu_worker = _container(options, "4", "16Gi")
+    gpu_worker = _container(options, "8", "32Gi", gpus=1)
+    manifest = {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": options.name, "namespace": options.namespace},
+        "spec": {
+            "serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False, width=1000),
+            "rayClusterConfig": {
+                "rayVersion": ray_version(),
+                "enableInTreeAutoscaling": True,
+                "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 300},
+                "headGroupSpec": {
+                    # the head runs Serve's controller and a proxy, no replicas (num-cpus 0)
+                    "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
+                    "template": {"spec": {"containers": [head]}},
+                },
+                "workerGroupSpecs": [
+                    {
+                        "groupName": "cpu-workers",
+                        "replicas": options.cpu_workers[0],
+                        "minReplicas": options.cpu_workers[0],
+                        "maxReplicas": options.cpu_workers[1],
+                        "rayStartParams": {},
+                        "template": {"spec": {"containers": [cpu_worker]}},
+                    },
+                    {
+                        "groupName": "gpu-workers",
+                        "replicas": options.gpu_workers[0],
+                        "minReplicas": options.gpu_workers[0],
+                        "maxReplicas": options.gpu_workers[1],
+                        "rayStartParams": {"num-gpus": "1"},
+                        "template": {
+                            "spec": {
+                                "containers": [gpu_worker],
+                                "tolerations": [
+                                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                                ],
+                            }
+                        },
+                    },
+                ],
+            },
+        },
+    }
+    return HEADER + yaml.dump(manifest, Dumper=_BlockDumper, sort_keys=False, width=1000)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (serveConfigV2) as readable ``|`` blocks instead of one quoted line."""
+
+
+def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_BlockDumper.add_representer(str, _string)
+
+
+HEADER = """\
+# GENERATED by `lineguard cluster render` from ../serve_config.yaml: do not edit by hand; change
+# serve_config.yaml (or the options of training/cluster.py) and render again. A test fails when
+# this file and serve_config.yaml disagree.
+#
+# What a reader must change (flags of `lineguard cluster render`):
+#   --image   spec.*.containers[].image: the image built from cluster/Dockerfile and pushed
+#   --store   the model store every node reads (s3://, gs://); LINEGUARD_STORE and the app's args.store
+#   --namespace / --name, and the CPU, memory and GPU sizes of the groups below for your nodes.
+# Object-store credentials: give the pods an IAM role (IRSA on EKS, Workload Identity on GKE) or add
+# AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from a Secret to the containers' env.
+#
+# The Backbone asks for num_gpus, so Serve places it on the gpu-workers group (which the autoscaler
+# starts from 0 when it is needed); everything else runs on cpu-workers. The head runs no replicas.
+"""
+
+
+def check_image_tag(dockerfile: Path = DOCKERFILE) -> str:
+    """The ``rayproject/ray`` tag of the Dockerfile; raises when it is not the pinned Ray version."""
+    match = re.search(r"^ARG RAY_IMAGE=rayproject/ray:(\S+)", dockerfile.read_text(), re.MULTILINE)
+    if not match:
+        raise ValueError(f"{dockerfile} has no `ARG RAY_IMAGE=rayproject/ray:<tag>` line")
+    tag = match.group(1)
+    if not tag.startswith(ray_version() + "-"):
+        raise ValueError(f"{dockerfile} builds on rayproject/ray:{tag}, but LineGuard pins ray=={ray_version()}")
+    return tag
