@@ -131,6 +131,9 @@ def _heatmap_png(data: bytes, result: ScoreResult, size: int) -> str:
     return base64.b64encode(png_bytes(overlay(image, heat))).decode()
 
 
+SMALL_SENSOR_REQUEST = 32  # readings; requests up to this size are micro-batched in the ingress
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refused with a 413 as soon as it passes ``limit`` bytes (declared or streamed)."""
     length = request.headers.get("content-length")
@@ -170,11 +173,14 @@ class Ingress:
         self.scorer = scorer
         self.sensor_scorer = sensor_scorer
         self._sensor_handles: dict[str, DeploymentHandle[Any]] = {}
+        self._sensor_in_flight = 0  # sensor calls awaiting the SensorScorer (micro-batch only under load)
         self.backbones = {b.spec().key(): (b, h) for b, h in zip(self.args.backbones, backbones, strict=True)}
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         tuning = IngressTuning(**user_config)
         tune_batching(self._score_batch, tuning.batch_max_size, tuning.batch_wait_timeout_s)
+        # at most SENSOR_CHUNK_ROWS readings per call, which every SensorScorer batch holds
+        tune_batching(self._vector_batch, SENSOR_CHUNK_ROWS // SMALL_SENSOR_REQUEST, tuning.batch_wait_timeout_s)
 
     # --- the graph -------------------------------------------------------------------------------
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002, max_concurrent_batches=4)
@@ -233,20 +239,55 @@ class Ingress:
                 503, f"scoring took longer than {self.args.request_timeout_s} s: retry shortly", {"Retry-After": "1"}
             ) from err
 
-    async def _score_vectors(self, entry: LineEntry, values: np.ndarray) -> VectorScores:
-        """Readings go to the SensorScorer in chunks (concurrent; each fits one of its batches)."""
-        handle = self._sensor_handles.get(entry.model_id)
+    def _sensor_handle(self, model_id: str) -> DeploymentHandle[Any]:
+        handle = self._sensor_handles.get(model_id)
         if handle is None:
             if len(self._sensor_handles) > 4096:  # old versions pile up over months of threshold changes
                 self._sensor_handles.clear()
-            handle = self._sensor_handles[entry.model_id] = self.sensor_scorer.options(
-                multiplexed_model_id=entry.model_id
-            )
-        chunks = [values[i : i + SENSOR_CHUNK_ROWS] for i in range(0, len(values), SENSOR_CHUNK_ROWS)]
-        calls = handle.remote(chunks[0]) if len(chunks) == 1 else asyncio.gather(*(handle.remote(c) for c in chunks))
+            handle = self._sensor_handles[model_id] = self.sensor_scorer.options(multiplexed_model_id=model_id)
+        return handle
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0, max_concurrent_batches=4)
+    async def _vector_batch(self, items: list[tuple[str, np.ndarray]]) -> list[VectorScores | ItemError]:
+        """Small sensor requests gathered under load: one SensorScorer call per line in the batch."""
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, (model_id, _) in enumerate(items):
+            groups[model_id].append(i)
+        calls = []
+        for model_id, indices in groups.items():
+            values = items[indices[0]][1] if len(indices) == 1 else np.concatenate([items[i][1] for i in indices])
+            calls.append((self._sensor_handle(model_id).remote(values), indices))
+        outcomes = await asyncio.gather(*(call for call, _ in calls), return_exceptions=True)
+        results: list[VectorScores | ItemError] = [ItemError(500, "not scored")] * len(items)
+        for (_, indices), outcome in zip(calls, outcomes, strict=True):
+            if isinstance(outcome, BaseException | ItemError):
+                error = _graph_error(outcome) if isinstance(outcome, BaseException) else outcome
+                for i in indices:
+                    results[i] = error
+                continue
+            start = 0
+            for i in indices:
+                rows = slice(start, start + len(items[i][1]))
+                results[i] = VectorScores(outcome.out.rows(rows), outcome.threshold, outcome.score_ms)
+                start = rows.stop
+        return results
+
+    async def _score_vectors(self, entry: LineEntry, values: np.ndarray) -> VectorScores:
+        """A small request goes straight to the SensorScorer when it is alone, and joins the ingress's
+        micro-batches when others are in flight (one hop per batch under load); a large one goes in
+        chunks (concurrent; each fits one of the SensorScorer's batches)."""
+        if len(values) <= SMALL_SENSOR_REQUEST and self._sensor_in_flight > 0:
+            calls: Any = self._vector_batch((entry.model_id, values))  # others are waiting: join a batch
+            chunks = 1
+        else:  # alone (no batching machinery on the way), or large
+            handle = self._sensor_handle(entry.model_id)
+            pieces = [values[i : i + SENSOR_CHUNK_ROWS] for i in range(0, len(values), SENSOR_CHUNK_ROWS)]
+            chunks = len(pieces)
+            calls = handle.remote(pieces[0]) if chunks == 1 else asyncio.gather(*(handle.remote(c) for c in pieces))
+        self._sensor_in_flight += 1
         try:
             answer = await asyncio.wait_for(calls, timeout=self.args.request_timeout_s)
-            parts = [answer] if len(chunks) == 1 else answer
+            parts = [answer] if chunks == 1 else answer
         except TimeoutError as err:
             raise APIError(
                 503, f"scoring took longer than {self.args.request_timeout_s} s: retry shortly", {"Retry-After": "1"}
@@ -254,6 +295,8 @@ class Ingress:
         except Exception as err:
             failure = _graph_error(err)
             raise APIError(failure.status, failure.detail, {"Retry-After": "1"}) from err
+        finally:
+            self._sensor_in_flight -= 1
         for part in parts:
             if isinstance(part, ItemError):
                 raise APIError(part.status, part.detail, {"Retry-After": "1"} if part.status == 503 else None)

@@ -65,6 +65,7 @@ def service(ray_session: None, synthetic_line: Path, tmp_path_factory: pytest.Te
         app,
         store=str(store.root),
         default_line="press-a",
+        default_sensor_line=SENSOR_LINE,
         max_image_bytes=MAX_IMAGE_BYTES,
         backbones=[{"name": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "image_size": IMAGE_SIZE}],
     )

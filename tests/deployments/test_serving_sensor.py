@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -11,9 +12,11 @@ import numpy as np
 import pytest
 
 from tests.deployments.conftest import LINES, SENSOR_LINE, Service
+from training.fit_sensor import SensorFitOptions, fit_sensor_line
 from training.line_model import sensor_model_from_card
 from training.sensor_data import SensorTable, read_table
 from training.synthetic_sensor import FEATURES
+from training.train_sensor import TrainOptions
 
 pytestmark = pytest.mark.ray
 PREDICT = f"/v1/lines/{SENSOR_LINE}/predict"
@@ -24,8 +27,8 @@ def table(service: Service) -> SensorTable:
     return read_table(service.sensor_data)
 
 
-def in_process(service: Service, values: np.ndarray) -> np.ndarray:
-    model = sensor_model_from_card(service.store, service.store.read_card(SENSOR_LINE))
+def in_process(service: Service, values: np.ndarray, line: str = SENSOR_LINE) -> np.ndarray:
+    model = sensor_model_from_card(service.store, service.store.read_card(line))
     return model.predict(values).scores
 
 
@@ -89,6 +92,32 @@ def test_concurrent_single_readings(service: Service, table: SensorTable) -> Non
         return [a.json()["score"] for a in answers]
 
     np.testing.assert_allclose(asyncio.run(run()), truth, rtol=1e-5)
+
+
+def test_concurrent_readings_for_two_lines_keep_their_models(service: Service, table: SensorTable) -> None:
+    """Micro-batches in the ingress mix lines; each reading must still be scored by its own line."""
+    other = "spindle-2"
+    if other not in service.store.lines():
+        options = SensorFitOptions(threshold_source="normal", train=TrainOptions(epochs=20, workers=0, seed=5))
+        fit_sensor_line(other, service.sensor_data, options, service.store)
+    rows = table.values[:48]
+    truth = {line: in_process(service, rows, line) for line in (SENSOR_LINE, other)}
+    assert not np.allclose(truth[SENSOR_LINE], truth[other], rtol=1e-3)
+
+    async def run() -> dict[str, list[float]]:
+        async with httpx.AsyncClient(base_url=service.url, timeout=60) as client:
+            jobs = [(line, r) for r in rows for line in (SENSOR_LINE, other)]
+            answers = await asyncio.gather(
+                *(client.post(f"/v1/lines/{line}/predict", json={"values": r.tolist()}) for line, r in jobs)
+            )
+        scores: dict[str, list[float]] = {SENSOR_LINE: [], other: []}
+        for (line, _), answer in zip(jobs, answers, strict=True):
+            scores[line].append(answer.json()["score"])
+        return scores
+
+    time.sleep(1.2)  # the ingress's line cache (1 s) sees the new line
+    for line, scores in asyncio.run(run()).items():
+        np.testing.assert_allclose(scores, truth[line], rtol=1e-5)
 
 
 TWELVE = ", ".join(["1.0"] * 12)
