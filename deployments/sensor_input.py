@@ -23,11 +23,12 @@ from deployments.errors import APIError
 
 ALLOWED_KEYS = ("values", "features", "sensor_id")
 _NUMBER = (int, float)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
 class Readings:
-    values: np.ndarray  # (k, n) float32
+    values: np.ndarray  # (k, n) float64, as sent (the model computes in float32)
     single: bool
     sensor_id: str | None
 
@@ -56,10 +57,10 @@ def parse_readings(body: bytes, line: str, features: list[str], max_rows: int) -
     else:
         rows, single = _rows_from_features(data["features"], line, features, max_rows)
     try:
-        values = np.array(rows, dtype=np.float32)
+        values = np.array(rows, dtype=np.float64)
     except OverflowError as err:  # an integer with hundreds of digits
         raise APIError(422, "a value is too large for a number: values must be finite") from err
-    if not np.isfinite(values).all():  # a double beyond float32's range
+    if (np.abs(values) > FLOAT32_MAX).any():  # the model computes in float32
         raise APIError(422, "a value is too large: values must be finite numbers below 3.4e38")
     return Readings(values, single, sensor_id)
 

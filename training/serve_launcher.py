@@ -156,4 +156,8 @@ def run_foreground(config: Path, env: dict[str, str], ready_url: str, on_ready: 
     except KeyboardInterrupt:
         return 0
     finally:
+        # a second signal (Ctrl-C twice, or `timeout` forwarding SIGTERM after a pkill) must not cut
+        # the cleanup short: that orphaned `serve run`, its Ray and HAProxy
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         stop(process)

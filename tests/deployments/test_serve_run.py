@@ -86,6 +86,8 @@ def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Pa
         assert tree, "serve run should have started Ray below the launcher"
     finally:
         process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)  # a second signal must not cut the cleanup short
         code = process.wait(timeout=60)
     assert code == 0
     deadline = time.monotonic() + 15
