@@ -18,15 +18,15 @@ import asyncio
 import json
 import os
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.serving import ray_memory_mb, start_application
-from benchmarks.timing import summary
+from benchmarks.timing import http_load, thread_load
 
 LINE = "sensor-bench"
 
@@ -49,68 +49,24 @@ def model_size(store_dir: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in version.iterdir()}
 
 
-def in_process(store_dir: Path, values: np.ndarray, clients: int, batch: int, duration: float) -> dict[str, Any]:
-    import torch
+def rows_of(values: np.ndarray, i: int, batch: int) -> np.ndarray:
+    """The ``i``-th block of ``batch`` readings, wrapping around the table."""
+    start = (i * batch) % (len(values) - batch)
+    return values[start : start + batch]
 
+
+def rates(result: dict[str, Any], batch: int) -> dict[str, Any]:
+    """Requests per second as readings per second too."""
+    return {**result, "requests_per_s": result["throughput"], "vectors_per_s": result["throughput"] * batch}
+
+
+def in_process(store_dir: Path, values: np.ndarray, clients: int, batch: int, duration: float) -> dict[str, Any]:
     from training.line_model import sensor_model_from_card
     from training.store import ModelStore
 
-    torch.set_num_threads(1)
     store = ModelStore(store_dir)
-    model = sensor_model_from_card(store, store.read_card(LINE))
-    latencies: list[float] = []
-    lock = threading.Lock()
-    stop_at = time.perf_counter() + duration
-
-    def client(index: int) -> None:
-        i, mine = index * batch, []
-        while time.perf_counter() < stop_at:
-            rows = values[i % (len(values) - batch) :][:batch]
-            started = time.perf_counter()
-            model.predict(rows)
-            mine.append((time.perf_counter() - started) * 1000)
-            i += batch
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    began = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - began
-    return {"requests_per_s": len(latencies) / elapsed, "vectors_per_s": len(latencies) * batch / elapsed,
-            **summary(latencies)}  # fmt: skip
-
-
-async def http_load(url: str, bodies: list[bytes], clients: int, batch: int, duration: float) -> dict[str, Any]:
-    import aiohttp
-
-    latencies: list[float] = []
-    errors: dict[int, int] = {}
-    stop_at = time.perf_counter() + duration
-    connector = aiohttp.TCPConnector(limit=clients + 4)
-    headers = {"content-type": "application/json"}
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
-
-        async def client(index: int) -> None:
-            i = index
-            while time.perf_counter() < stop_at:
-                started = time.perf_counter()
-                async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as response:
-                    await response.read()
-                    if response.status == 200:
-                        latencies.append((time.perf_counter() - started) * 1000)
-                    else:
-                        errors[response.status] = errors.get(response.status, 0) + 1
-                i += clients
-
-        began = time.perf_counter()
-        await asyncio.gather(*(client(c) for c in range(clients)))
-        elapsed = time.perf_counter() - began
-    return {"requests_per_s": len(latencies) / elapsed, "vectors_per_s": len(latencies) * batch / elapsed,
-            "errors": errors, **summary(latencies)}  # fmt: skip
+    model = sensor_model_from_card(store, store.read_card(LINE))  # NumPy scoring, as in the replica
+    return rates(thread_load(lambda i: model.predict(rows_of(values, i, batch)), clients, duration), batch)
 
 
 def bodies_for(values: np.ndarray, batch: int, count: int = 64) -> list[bytes]:
@@ -118,9 +74,14 @@ def bodies_for(values: np.ndarray, batch: int, count: int = 64) -> list[bytes]:
 
     out = []
     for k in range(count):
-        rows = values[(k * batch) % (len(values) - batch) :][:batch]
+        rows = rows_of(values, k, batch)
         out.append(orjson.dumps({"values": rows[0].tolist() if batch == 1 else rows.tolist()}))
     return out
+
+
+def json_bodies(bodies: list[bytes]) -> Callable[[int], dict[str, Any]]:
+    headers = {"content-type": "application/json"}
+    return lambda i: {"data": bodies[i % len(bodies)], "headers": headers}
 
 
 def serve_run(
@@ -142,9 +103,9 @@ def serve_run(
         time.sleep(0.2)
     results: dict[str, Any] = {}
     for clients, batch in plan:
-        bodies = bodies_for(values, batch)
-        asyncio.run(http_load(url, bodies, clients, batch, 2.0))  # warm-up
-        result = asyncio.run(http_load(url, bodies, clients, batch, args.duration))
+        request = json_bodies(bodies_for(values, batch))
+        asyncio.run(http_load(url, request, clients, 2.0))  # warm-up
+        result = rates(asyncio.run(http_load(url, request, clients, args.duration)), batch)
         results[f"{clients}x{batch}"] = result
         print(
             f"  serve      {clients:>3} clients x {batch:>5} readings: {result['vectors_per_s']:>10.0f} readings/s, "

@@ -18,12 +18,12 @@ import json
 import os
 import socket
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.timing import summary
+from benchmarks.timing import http_load, thread_load
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "battery_weld" / "welding"
 
@@ -52,56 +52,21 @@ def in_process(store_dir: Path, images: list[bytes], clients: int, duration: flo
     _, model = load_image_model(ModelStore(store_dir), "bench", device="cpu")
     for data in images[:3]:
         model.predict_bytes([data])
-    latencies: list[float] = []
-    lock = threading.Lock()
-    stop_at = time.perf_counter() + duration
-
-    def client(index: int) -> None:
-        i = index
-        while time.perf_counter() < stop_at:
-            started = time.perf_counter()
-            model.predict_bytes([images[i % len(images)]])
-            with lock:
-                latencies.append((time.perf_counter() - started) * 1000)
-            i += clients
-
-    pool = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
-    began = time.perf_counter()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    elapsed = time.perf_counter() - began
-    return {"throughput": len(latencies) / elapsed, "threads": threads, **summary(latencies)}
+    result = thread_load(lambda i: model.predict_bytes([images[i % len(images)]]), clients, duration)
+    return {**result, "threads": threads}
 
 
-async def http_load(url: str, images: list[bytes], clients: int, duration: float) -> dict[str, Any]:
-    import aiohttp
+def image_form(images: list[bytes]) -> Callable[[int], dict[str, Any]]:
+    """``session.post`` arguments of image ``i``: a fresh multipart form each time (a form is read once)."""
 
-    latencies: list[float] = []
-    errors: dict[int, int] = {}
-    stop_at = time.perf_counter() + duration
-    connector = aiohttp.TCPConnector(limit=clients + 4)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+    def request(i: int) -> dict[str, Any]:
+        import aiohttp
 
-        async def client(index: int) -> None:
-            i = index
-            while time.perf_counter() < stop_at:
-                form = aiohttp.FormData()
-                form.add_field("file", images[i % len(images)], filename="part.png", content_type="image/png")
-                started = time.perf_counter()
-                async with session.post(url, data=form) as response:
-                    await response.read()
-                    if response.status == 200:
-                        latencies.append((time.perf_counter() - started) * 1000)
-                    else:
-                        errors[response.status] = errors.get(response.status, 0) + 1
-                i += clients
+        form = aiohttp.FormData()
+        form.add_field("file", images[i % len(images)], filename="part.png", content_type="image/png")
+        return {"data": form}
 
-        began = time.perf_counter()
-        await asyncio.gather(*(client(c) for c in range(clients)))
-        elapsed = time.perf_counter() - began
-    return {"throughput": len(latencies) / elapsed, "errors": errors, **summary(latencies)}
+    return request
 
 
 def ray_memory_mb() -> dict[str, float]:
@@ -197,9 +162,9 @@ def serve_run(
         "serve_run_to_first_200_s": round(ready - run_started, 2),
         "levels": {},
     }
-    asyncio.run(http_load(url, images, 8, 3.0))  # warm-up: every replica and cache
+    asyncio.run(http_load(url, image_form(images), 8, 3.0))  # warm-up: every replica and cache
     for clients in levels:
-        results["levels"][clients] = asyncio.run(http_load(url, images, clients, duration))
+        results["levels"][clients] = asyncio.run(http_load(url, image_form(images), clients, duration))
         print(
             f"  serve {clients:>3} clients: {results['levels'][clients]['throughput']:.1f} req/s, "
             f"p50 {results['levels'][clients]['p50']:.1f} ms",

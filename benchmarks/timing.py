@@ -28,3 +28,65 @@ def summary(samples_ms: list[float]) -> dict[str, float]:
         "mean": round(statistics.fmean(ordered), 3),
         "n": len(ordered),
     }
+
+
+def thread_load(call: Callable[[int], Any], clients: int, duration: float) -> dict[str, Any]:
+    """``clients`` threads call ``call(i)`` (client c uses i = c, c + clients, ...) for ``duration`` s:
+    calls per second and latency percentiles in milliseconds."""
+    import threading
+
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + duration
+
+    def client(index: int) -> None:
+        i, mine = index, []
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            call(i)
+            mine.append((time.perf_counter() - started) * 1000)
+            i += clients
+        with lock:
+            latencies.extend(mine)
+
+    pool = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    began = time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return {"throughput": len(latencies) / (time.perf_counter() - began), **summary(latencies)}
+
+
+async def http_load(
+    url: str, request: Callable[[int], dict[str, Any]], clients: int, duration: float
+) -> dict[str, Any]:
+    """``clients`` concurrent aiohttp clients POST ``request(i)`` (``session.post`` keyword arguments) to
+    ``url`` for ``duration`` s: requests per second answered 200, latency percentiles, other statuses."""
+    import asyncio
+
+    import aiohttp
+
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    stop_at = time.perf_counter() + duration
+    connector = aiohttp.TCPConnector(limit=clients + 4)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+        async def client(index: int) -> None:
+            i = index
+            while time.perf_counter() < stop_at:
+                kwargs = request(i)
+                started = time.perf_counter()
+                async with session.post(url, **kwargs) as response:
+                    await response.read()
+                    if response.status == 200:
+                        latencies.append((time.perf_counter() - started) * 1000)
+                    else:
+                        errors[response.status] = errors.get(response.status, 0) + 1
+                i += clients
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        elapsed = time.perf_counter() - began
+    return {"throughput": len(latencies) / elapsed, "errors": errors, **summary(latencies)}

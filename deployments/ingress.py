@@ -501,11 +501,8 @@ class Ingress:
         summary="Score one part on the default line",
     )
     async def predict_default(self, request: Request) -> SimplePrediction:
-        line = self.args.default_line or await self._only_line("image-anomaly", "default_line")
-        entry = await self.lines.get(line)
-        if entry.card.kind != "image-anomaly":
-            raise APIError(409, f"the default line {line!r} is a {entry.card.kind} line: POST /predict takes images")
-        full = await self.predict(line, request, Response())
+        entry = await self._default_entry("image-anomaly", self.args.default_line, "default_line", "/predict")
+        full = await self.predict(entry.line, request, Response())
         assert isinstance(full, Prediction)
         return SimplePrediction.model_validate(full.model_dump(include=set(SimplePrediction.model_fields)))
 
@@ -516,8 +513,9 @@ class Ingress:
         summary="Score sensor readings on the default sensor line",
     )
     async def anomaly(self, request: Request) -> AnomalyAnswer:
-        line = self.args.default_sensor_line or await self._only_line("sensor-anomaly", "default_sensor_line")
-        entry = await self.lines.get(line)
+        entry = await self._default_entry(
+            "sensor-anomaly", self.args.default_sensor_line, "default_sensor_line", "/anomaly"
+        )
         readings, answer = await self._sensor_request(entry, request)
         out = answer.out
         status = np.where(out.is_anomaly, "anomaly", "normal").tolist()
@@ -525,15 +523,22 @@ class Ingress:
             return AnomalyAnswer(score=float(out.scores[0]), status=status[0])
         return AnomalyAnswer(score=out.scores.tolist(), status=status)
 
-    async def _only_line(self, kind: str, setting: str) -> str:
-        lines = [e.line for e in await self.lines.all() if e.card.kind == kind]
-        if len(lines) != 1:
-            raise APIError(
-                409,
-                f"no {setting} is configured and the store holds {len(lines)} {kind} lines: "
-                f"set {setting} in serve_config.yaml, or POST to /v1/lines/{{line}}/predict",
-            )
-        return lines[0]
+    async def _default_entry(self, kind: str, configured: str | None, setting: str, route: str) -> LineEntry:
+        """The line a plain route answers: the configured one, else the store's only line of ``kind``."""
+        if configured is None:
+            lines = [e for e in await self.lines.all() if e.card.kind == kind]
+            if len(lines) != 1:
+                raise APIError(
+                    409,
+                    f"no {setting} is configured and the store holds {len(lines)} {kind} lines: "
+                    f"set {setting} in serve_config.yaml, or POST to /v1/lines/{{line}}/predict",
+                )
+            return lines[0]
+        entry = await self.lines.get(configured)
+        if entry.card.kind != kind:
+            problem = f"{setting} {configured!r} is a {entry.card.kind} line"
+            raise APIError(409, f"{problem}: POST {route} takes {kind} lines")
+        return entry
 
     @app.get("/v1/lines", response_model=list[LineSummary], summary="Every line with its version in service")
     async def list_lines(self) -> list[LineSummary]:

@@ -412,6 +412,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_sensor(args: argparse.Namespace, store: ModelStore, card: Any) -> int:
+    import numpy as np
+
     from training.evaluate import format_table
     from training.fit_sensor import evaluate_table
     from training.line_model import sensor_model_from_card
@@ -424,10 +426,10 @@ def _evaluate_sensor(args: argparse.Namespace, store: ModelStore, card: Any) -> 
     out = args.out or Path("lineguard-eval") / f"{card.line}-{card.version}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "test_scores"}, indent=2))
-    assert table.labels is not None
-    scores = model.predict(table.values).scores
+    scored = metrics["test_scores"]  # the evaluated rows' scores: no second pass over the table
     title = f"{card.line} {card.version}"
-    (out / "histogram.png").write_bytes(score_histogram(scores, table.labels, model.threshold.value, title))
+    scores, labels = np.asarray(scored["scores"]), np.asarray(scored["labels"])
+    (out / "histogram.png").write_bytes(score_histogram(scores, labels, model.threshold.value, title))
     print(f"line {card.line} {card.version} on {len(table.values)} rows of {args.data}")
     print(format_table(metrics))
     print(f"wrote {out}/metrics.json, histogram.png")

@@ -100,7 +100,22 @@ def _looks_numeric(column: pa.ChunkedArray) -> bool:
 
 
 def _numeric(column: pa.ChunkedArray, name: str, path: Path) -> np.ndarray:
-    """float64 values of a column, or an error naming the first empty or non-numeric row."""
+    """float64 values of a column, or an error naming the first empty or non-numeric row.
+
+    Columns Arrow already parsed as numbers are converted in one go (a million rows of 50 sensors is
+    50 million cells); only text columns are read cell by cell, to name the row that is not a number.
+    """
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        if column.null_count:
+            row = int(np.nonzero(column.is_null().to_numpy(zero_copy_only=False))[0][0]) + 1
+            raise ValueError(f"{path}: column {name!r} is empty at row {row}")
+        values: np.ndarray = column.to_numpy().astype(np.float64)
+        bad = np.nonzero(~np.isfinite(values))[0]
+        if bad.size:
+            row = int(bad[0]) + 1
+            value = float(values[row - 1])
+            raise ValueError(f"{path}: column {name!r} row {row} is {value!r}: values must be finite numbers")
+        return values
     cells = column.to_pylist()
     out = np.empty(len(cells), dtype=np.float64)
     for row, cell in enumerate(cells, start=1):

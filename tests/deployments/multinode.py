@@ -14,20 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests.deployments.conftest import free_port
+
 SPREAD = ("Scorer", "SensorScorer", "Preprocessor")  # two replicas each, so both nodes get some
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def replica_nodes() -> dict[str, list[str]]:
