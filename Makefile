@@ -31,6 +31,7 @@ bench: $(STAMP)  ## image benchmark beside anomalib on the shared data (needs ..
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.image_anomaly --data ../shared/datasets/battery_weld/welding --anomalib --anomalib-coreset 0.1
 	$(BIN)/python -m benchmarks.image_anomaly --data ../shared/datasets/magnetic_tile --anomalib
+	$(BIN)/python -m benchmarks.classifier --data ../shared/datasets/magnetic_tile --task binary
 
 clean:
 	rm -rf lineguard-demo lineguard-eval .pytest_cache .mypy_cache .ruff_cache

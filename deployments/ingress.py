@@ -17,6 +17,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -32,12 +33,13 @@ from starlette.datastructures import UploadFile
 from deployments.config import SENSOR_CHUNK_ROWS, AppArgs, IngressTuning, tune_batching
 from deployments.errors import APIError
 from deployments.lines import LineDirectory, LineEntry
-from deployments.messages import ItemError, ScoreResult, VectorScores
+from deployments.messages import ClassResult, ItemError, ScoreResult, VectorScores
 from deployments.schemas import (
     SENSOR_BODY_SCHEMA,
     AnomalyAnswer,
     BatchItem,
     BatchResponse,
+    ClassPrediction,
     Health,
     ItemFailure,
     LineDetail,
@@ -45,6 +47,9 @@ from deployments.schemas import (
     Prediction,
     SensorBatchPrediction,
     SensorPrediction,
+    SeverityChanged,
+    SeverityUpdate,
+    SimpleClassPrediction,
     SimplePrediction,
     ThresholdChanged,
     ThresholdUpdate,
@@ -54,7 +59,7 @@ from models.preprocess import open_image, resize
 from models.sensor_model import SensorScores
 from models.visualize import normalise_map, overlay, png_bytes
 from training.store import ModelStore
-from training.thresholds import set_threshold
+from training.thresholds import set_severity, set_threshold
 
 log = logging.getLogger("ray.serve")
 
@@ -131,6 +136,28 @@ def _heatmap_png(data: bytes, result: ScoreResult, size: int) -> str:
     return base64.b64encode(png_bytes(overlay(image, heat))).decode()
 
 
+IMAGE_KINDS = ("image-anomaly", "image-classifier")
+Scored = ScoreResult | ClassResult | ItemError
+
+
+def _class_prediction(
+    entry: LineEntry, result: ClassResult, started: float, sensor_id: str | None
+) -> ClassPrediction:
+    return ClassPrediction(
+        line=entry.line,
+        model_version=entry.version,
+        prediction=result.label,
+        confidence=round(result.confidence, 6),
+        probabilities=result.probabilities,
+        severity=result.severity,
+        defect_confidence=None if result.defect_confidence is None else round(result.defect_confidence, 6),
+        is_defect=result.is_defect,
+        sensor_id=sensor_id,
+        timestamp=datetime.now(UTC),
+        inference_time_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+
+
 SMALL_SENSOR_REQUEST = 32  # readings; requests up to this size are micro-batched in the ingress
 
 
@@ -184,11 +211,11 @@ class Ingress:
 
     # --- the graph -------------------------------------------------------------------------------
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002, max_concurrent_batches=4)
-    async def _score_batch(self, items: list[_Item]) -> list[ScoreResult | ItemError]:
+    async def _score_batch(self, items: list[_Item]) -> list[Scored]:
         return await self._run_graph(items)
 
-    async def _run_graph(self, items: list[_Item]) -> list[ScoreResult | ItemError]:
-        results: list[ScoreResult | ItemError] = [ItemError(500, "not scored")] * len(items)
+    async def _run_graph(self, items: list[_Item]) -> list[Scored]:
+        results: list[Scored] = [ItemError(500, "not scored")] * len(items)
         by_backbone: dict[str, list[int]] = defaultdict(list)
         for i, item in enumerate(items):
             by_backbone[str(item.entry.backbone_key)].append(i)
@@ -217,9 +244,13 @@ class Ingress:
                     results[t] = result
         return results
 
-    async def _score(self, entry: LineEntry, payloads: list[bytes], want_map: bool) -> list[ScoreResult | ItemError]:
-        if entry.card.kind != "image-anomaly":
+    async def _score(self, entry: LineEntry, payloads: list[bytes], want_map: bool) -> list[Scored]:
+        if entry.card.kind not in IMAGE_KINDS:
             raise APIError(422, f"line {entry.line!r} is a {entry.card.kind} line: it does not take images")
+        if want_map and entry.card.kind == "image-classifier":
+            raise APIError(
+                422, f"line {entry.line!r} is a classifier: it answers a class, not a heatmap (drop ?heatmap=true)"
+            )
         if entry.backbone_key not in self.backbones:
             served = sorted(self.backbones)
             raise APIError(
@@ -420,8 +451,16 @@ class Ingress:
         return files, sensor_id
 
     async def _prediction(
-        self, entry: LineEntry, result: ScoreResult, data: bytes, started: float, sensor_id: str | None, heatmap: bool
-    ) -> Prediction:
+        self,
+        entry: LineEntry,
+        result: ScoreResult | ClassResult,
+        data: bytes,
+        started: float,
+        sensor_id: str | None,
+        heatmap: bool,
+    ) -> Prediction | ClassPrediction:
+        if isinstance(result, ClassResult):
+            return _class_prediction(entry, result, started, sensor_id)
         png = None
         if heatmap and result.anomaly_map is not None:
             png = await asyncio.to_thread(
@@ -442,14 +481,14 @@ class Ingress:
     # --- routes ----------------------------------------------------------------------------------
     @app.post(
         "/v1/lines/{line}/predict",
-        response_model=Prediction | SensorPrediction | SensorBatchPrediction,
+        response_model=Prediction | ClassPrediction | SensorPrediction | SensorBatchPrediction,
         response_model_exclude_none=True,
         openapi_extra=PREDICT_BODY,
         summary="Score one part (image lines: multipart file) or sensor readings (sensor lines: JSON)",
     )
     async def predict(
         self, line: str, request: Request, response: Response, heatmap: bool = False
-    ) -> Prediction | Response:
+    ) -> Prediction | ClassPrediction | Response:
         started = time.perf_counter()
         entry = await self.lines.get(line)
         if entry.card.kind == "sensor-anomaly":
@@ -496,15 +535,17 @@ class Ingress:
 
     @app.post(
         "/predict",
-        response_model=SimplePrediction,
+        response_model=SimplePrediction | SimpleClassPrediction,
+        response_model_exclude_none=True,
         openapi_extra=IMAGE_FORM,
         summary="Score one part on the default line",
     )
-    async def predict_default(self, request: Request) -> SimplePrediction:
-        entry = await self._default_entry("image-anomaly", self.args.default_line, "default_line", "/predict")
+    async def predict_default(self, request: Request) -> SimplePrediction | SimpleClassPrediction:
+        entry = await self._default_entry(IMAGE_KINDS, self.args.default_line, "default_line", "/predict")
         full = await self.predict(entry.line, request, Response())
-        assert isinstance(full, Prediction)
-        return SimplePrediction.model_validate(full.model_dump(include=set(SimplePrediction.model_fields)))
+        simple = SimpleClassPrediction if isinstance(full, ClassPrediction) else SimplePrediction
+        assert isinstance(full, Prediction | ClassPrediction)
+        return simple.model_validate(full.model_dump(include=set(simple.model_fields)))
 
     @app.post(
         "/anomaly",
@@ -514,7 +555,7 @@ class Ingress:
     )
     async def anomaly(self, request: Request) -> AnomalyAnswer:
         entry = await self._default_entry(
-            "sensor-anomaly", self.args.default_sensor_line, "default_sensor_line", "/anomaly"
+            ("sensor-anomaly",), self.args.default_sensor_line, "default_sensor_line", "/anomaly"
         )
         readings, answer = await self._sensor_request(entry, request)
         out = answer.out
@@ -523,21 +564,24 @@ class Ingress:
             return AnomalyAnswer(score=float(out.scores[0]), status=status[0])
         return AnomalyAnswer(score=out.scores.tolist(), status=status)
 
-    async def _default_entry(self, kind: str, configured: str | None, setting: str, route: str) -> LineEntry:
-        """The line a plain route answers: the configured one, else the store's only line of ``kind``."""
+    async def _default_entry(
+        self, kinds: tuple[str, ...], configured: str | None, setting: str, route: str
+    ) -> LineEntry:
+        """The line a plain route answers: the configured one, else the store's only line of ``kinds``."""
+        wanted = " or ".join(kinds)
         if configured is None:
-            lines = [e for e in await self.lines.all() if e.card.kind == kind]
+            lines = [e for e in await self.lines.all() if e.card.kind in kinds]
             if len(lines) != 1:
                 raise APIError(
                     409,
-                    f"no {setting} is configured and the store holds {len(lines)} {kind} lines: "
+                    f"no {setting} is configured and the store holds {len(lines)} {wanted} lines: "
                     f"set {setting} in serve_config.yaml, or POST to /v1/lines/{{line}}/predict",
                 )
             return lines[0]
         entry = await self.lines.get(configured)
-        if entry.card.kind != kind:
+        if entry.card.kind not in kinds:
             problem = f"{setting} {configured!r} is a {entry.card.kind} line"
-            raise APIError(409, f"{problem}: POST {route} takes {kind} lines")
+            raise APIError(409, f"{problem}: POST {route} takes {wanted} lines")
         return entry
 
     @app.get("/v1/lines", response_model=list[LineSummary], summary="Every line with its version in service")
@@ -563,6 +607,9 @@ class Ingress:
             head_params=card.head.params if card.head else {},
             image_size=card.backbone.image_size if card.backbone else None,
             features=card.inputs.features if card.inputs else None,
+            classes=card.classifier.classes if card.classifier else None,
+            normal_class=card.classifier.normal_class if card.classifier else None,
+            severity=card.classifier.severity if card.classifier else None,
         )
 
     @app.put(
@@ -572,7 +619,10 @@ class Ingress:
     )
     async def change_threshold(self, line: str, update: ThresholdUpdate) -> ThresholdChanged:
         entry = await self.lines.get(line)
-        card = await asyncio.to_thread(set_threshold, self.store, line, update.threshold, update.note)
+        try:
+            card = await asyncio.to_thread(set_threshold, self.store, line, update.threshold, update.note)
+        except ValueError as err:
+            raise APIError(422, str(err)) from err
         self.lines.invalidate(line)
         return ThresholdChanged(
             line=line,
@@ -580,6 +630,28 @@ class Ingress:
             previous_version=entry.version,
             threshold=float(card.threshold["value"]),
             previous_threshold=float(entry.card.threshold["value"]),
+        )
+
+    @app.put(
+        "/v1/lines/{line}/severity",
+        response_model=SeverityChanged,
+        summary="Change a classifier line's severity rules (stored as a new version)",
+    )
+    async def change_severity(self, line: str, update: SeverityUpdate) -> SeverityChanged:
+        entry = await self.lines.get(line)
+        try:
+            card = await asyncio.to_thread(set_severity, self.store, line, update.rules, update.note)
+        except ValueError as err:
+            raise APIError(422, str(err)) from err
+        self.lines.invalidate(line)
+        assert card.classifier is not None
+        previous = entry.card.classifier.severity if entry.card.classifier else {}
+        return SeverityChanged(
+            line=line,
+            version=card.version,
+            previous_version=entry.version,
+            severity=card.classifier.severity,
+            previous_severity=previous,
         )
 
     @app.get("/healthz", response_model=Health, summary="Ready when every deployment answers and the store is readable")

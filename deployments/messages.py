@@ -49,6 +49,19 @@ class ScoreResult:
 
 
 @dataclass
+class ClassResult:
+    """A classifier line's answer for one image (see :func:`models.classifier.decide`)."""
+
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    defect_confidence: float | None
+    severity: str | None
+    is_defect: bool | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class VectorScores:
     """A sensor line's answer for ``B`` readings: the columnar scores, the threshold and timings."""
 

@@ -21,6 +21,36 @@ class Prediction(BaseModel):
     heatmap_png: str | None = Field(None, description="base64 PNG: the anomaly map over the image (?heatmap=true)")
 
 
+class ClassPrediction(BaseModel):
+    """The answer of a classifier line for one image."""
+
+    line: str
+    model_version: str
+    prediction: str = Field(description="the class answered")
+    confidence: float = Field(description="calibrated probability of that class (temperature-scaled)")
+    probabilities: dict[str, float] = Field(description="calibrated probability of every class")
+    severity: str | None = Field(
+        None, description="the line's severity level of the defect confidence (lines with a normal class)"
+    )
+    defect_confidence: float | None = Field(None, description="1 - probability of the normal class")
+    is_defect: bool | None = Field(None, description="the answer is not the normal class")
+    sensor_id: str | None = None
+    timestamp: datetime
+    inference_time_ms: float
+
+
+class SimpleClassPrediction(BaseModel):
+    """The plain ``POST /predict`` answer when the default line is a classifier."""
+
+    prediction: str
+    confidence: float
+    severity: str | None = None
+    sensor_id: str | None = None
+    timestamp: datetime
+    line: str
+    model_version: str
+
+
 class ItemFailure(BaseModel):
     status: int
     detail: str
@@ -29,7 +59,7 @@ class ItemFailure(BaseModel):
 class BatchItem(BaseModel):
     index: int
     filename: str | None = None
-    prediction: Prediction | None = None
+    prediction: Prediction | ClassPrediction | None = None
     error: ItemFailure | None = None
 
 
@@ -73,6 +103,9 @@ class LineDetail(LineSummary):
     head_params: dict[str, Any] = Field(default_factory=dict)
     image_size: int | None = None
     features: list[str] | None = Field(None, description="sensor lines: the values of a reading, in order")
+    classes: list[str] | None = Field(None, description="classifier lines: the classes it answers")
+    normal_class: str | None = None
+    severity: dict[str, float] | None = Field(None, description="classifier lines: level -> lowest defect confidence")
 
 
 class ThresholdUpdate(BaseModel):
@@ -94,6 +127,24 @@ class ThresholdChanged(BaseModel):
     previous_version: str
     threshold: float
     previous_threshold: float
+
+
+class SeverityUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rules: dict[str, float] = Field(
+        description='level -> lowest defect confidence, e.g. {"high": 0.9, "low": 0.6}; below every level is "none"',
+        min_length=1,
+        max_length=16,
+    )
+    note: str | None = Field(None, max_length=500)
+
+
+class SeverityChanged(BaseModel):
+    line: str
+    version: str
+    previous_version: str
+    severity: dict[str, float]
+    previous_severity: dict[str, float]
 
 
 class Health(BaseModel):

@@ -1,4 +1,6 @@
-"""Scorer deployment: the light per-line heads, multiplexed by ``line@version``.
+"""Scorer deployment: the light per-line heads, multiplexed by ``line@version``: anomaly scorers of
+image-anomaly lines and the heads (with their tail stages) of image-classifier lines, both on the
+shared Backbone's features.
 
 Each replica keeps the most recently used line models (LRU, size from ``user_config.max_models``);
 Serve routes a line's requests to replicas that already hold its model. A new version in the store,
@@ -16,12 +18,17 @@ from typing import TYPE_CHECKING, Any
 from ray import serve
 
 from deployments.config import ScorerTuning
-from deployments.messages import FeatureBatch, ItemError, ScoreResult
+from deployments.messages import ClassResult, FeatureBatch, ItemError, ScoreResult
 from training.card import check_line_name, check_version_name
 from training.store import ModelStore, StoreError
 
 if TYPE_CHECKING:
+    import torch
+
+    from models.classifier import LineClassifier
     from models.scoring import AnomalyScorer
+
+    LineModel = AnomalyScorer | LineClassifier
 
 
 def parse_model_id(model_id: str) -> tuple[str, str]:
@@ -38,13 +45,15 @@ class Scorer:
         self.tuning = ScorerTuning()
         self._get_model = self._loader(self.tuning.max_models)
 
-    def _loader(self, max_models: int) -> Callable[[str], Awaitable[AnomalyScorer]]:
-        from training.line_model import scorer_from_card
+    def _loader(self, max_models: int) -> Callable[[str], Awaitable[LineModel]]:
+        from training.line_model import classifier_from_card, scorer_from_card
 
-        async def load(model_id: str) -> AnomalyScorer:
+        async def load(model_id: str) -> LineModel:
             line, version = parse_model_id(model_id)
-            scorer = scorer_from_card(self.store, self.store.read_card(line, version))
-            return scorer.eval()
+            card = self.store.read_card(line, version)
+            if card.kind == "image-classifier":
+                return classifier_from_card(self.store, card)
+            return scorer_from_card(self.store, card).eval()
 
         return serve.multiplexed(max_num_models_per_replica=max_models)(load)  # type: ignore[no-any-return]
 
@@ -59,18 +68,18 @@ class Scorer:
 
     async def __call__(
         self, features: FeatureBatch, items: list[int], want_maps: bool
-    ) -> list[ScoreResult | ItemError]:
+    ) -> list[ScoreResult | ClassResult | ItemError]:
         """Score ``items`` (positions in the batch) of one line; bad items keep their own errors."""
         model_id = serve.get_multiplexed_model_id()
         started = time.perf_counter()
         try:
-            scorer = await self._get_model(model_id)
+            model = await self._get_model(model_id)
         except (StoreError, ValueError, OSError) as err:
             error = ItemError(503, f"the model {model_id} cannot be loaded: {err}")
             return [error for _ in items]
         loaded = time.perf_counter()
         good = [i for i in items if features.errors[i] is None]
-        results: dict[int, ScoreResult | ItemError] = {}
+        results: dict[int, ScoreResult | ClassResult | ItemError] = {}
         for i in items:
             problem = features.errors[i]
             if problem is not None:
@@ -78,20 +87,44 @@ class Scorer:
         if good:
             import torch
 
+            from models.classifier import LineClassifier
+
             rows = [features.rows[i] for i in good]
             tensors = [torch.from_numpy(layer[rows]).float() for layer in features.layers]
-            predictions = scorer.predict(tensors, with_maps=want_maps)
-            display = scorer.display_range()
+            scored: list[ScoreResult | ClassResult] = []
+            if isinstance(model, LineClassifier):
+                scored += self._classify(model, tensors)
+            else:
+                scored += self._anomaly(model, tensors, want_maps)
             timings = {
                 "load_ms": (loaded - started) * 1000,
                 "score_ms": (time.perf_counter() - loaded) * 1000,
                 "backbone_ms": features.backbone_ms,
             }
-            for i, p in zip(good, predictions, strict=True):
-                results[i] = ScoreResult(
-                    p.anomaly_score, p.threshold, p.normalized_score, p.is_anomaly, p.anomaly_map, display, timings
-                )
+            for i, result in zip(good, scored, strict=True):
+                result.timings = timings
+                results[i] = result
         return [results[i] for i in items]
+
+    @staticmethod
+    def _anomaly(scorer: AnomalyScorer, tensors: list[torch.Tensor], want_maps: bool) -> list[ScoreResult]:
+        display = scorer.display_range()
+        return [
+            ScoreResult(p.anomaly_score, p.threshold, p.normalized_score, p.is_anomaly, p.anomaly_map, display)
+            for p in scorer.predict(tensors, with_maps=want_maps)
+        ]
+
+    @staticmethod
+    def _classify(classifier: LineClassifier, tensors: list[torch.Tensor]) -> list[ClassResult]:
+        names = classifier.classes
+        out = []
+        for d in classifier.predict(tensors):
+            probabilities = {name: round(float(p), 6) for name, p in zip(names, d.probabilities, strict=True)}
+            is_defect = None if classifier.normal_index is None else d.index != classifier.normal_index
+            out.append(
+                ClassResult(names[d.index], d.confidence, probabilities, d.defect_confidence, d.severity, is_defect)
+            )
+        return out
 
     def ping(self) -> str:
         return "ok"

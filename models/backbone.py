@@ -78,7 +78,7 @@ class FeatureExtractor(nn.Module):
         }
         if self.weights.file is not None:
             kwargs["pretrained_cfg_overlay"] = {"file": str(self.weights.file)}
-        self.model = _create_truncated(timm, backbone, kwargs)
+        self.model = create_feature_net(timm, backbone, kwargs)
         self.channels: list[int] = list(self.model.feature_info.channels())
         self.reductions: list[int] = list(self.model.feature_info.reduction())
         cfg = self.model.pretrained_cfg
@@ -126,7 +126,7 @@ class FeatureExtractor(nn.Module):
             yield name
 
 
-def _create_truncated(timm: Any, name: str, kwargs: dict[str, Any]) -> nn.Module:
+def create_feature_net(timm: Any, name: str, kwargs: dict[str, Any]) -> nn.Module:
     """``features_only`` model that stops after its deepest output.
 
     timm's generic ``FeatureListNet`` stops at the last requested module; for nets whose stages sit in

@@ -91,3 +91,54 @@ def image_metrics(labels: Any, scores: Any, threshold: float) -> dict[str, Any]:
         "n_defect": int(y.sum()),
         "threshold": float(threshold),
     }
+
+
+def expected_calibration_error(probabilities: Any, labels: Any, bins: int = 10) -> float:
+    """ECE: the gap between confidence and accuracy, averaged over ``bins`` equal-width confidence bins
+    weighted by their share of the samples (Guo et al. 2017). 0 = perfectly calibrated."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(labels).ravel()
+    if len(y) == 0:
+        return math.nan
+    confidence = p.max(axis=1)
+    correct = p.argmax(axis=1) == y
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        chosen = index == b
+        if chosen.any():
+            gap += chosen.mean() * abs(float(correct[chosen].mean()) - float(confidence[chosen].mean()))
+    return float(gap)
+
+
+def class_metrics(labels: Any, predicted: Any, probabilities: Any, classes: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, per-class precision / recall / F1, the confusion matrix (rows = true class, columns =
+    predicted), ROC AUC (two classes: of the second class; more: the macro one-vs-rest mean) and ECE."""
+    y = np.asarray(labels).ravel().astype(np.int64)
+    pred = np.asarray(predicted).ravel().astype(np.int64)
+    p = np.asarray(probabilities, dtype=np.float64)
+    k = len(classes)
+    matrix = np.zeros((k, k), dtype=np.int64)
+    np.add.at(matrix, (y, pred), 1)
+    per_class: dict[str, Any] = {}
+    for i, name in enumerate(classes):
+        tp, support, flagged = int(matrix[i, i]), int(matrix[i].sum()), int(matrix[:, i].sum())
+        precision = tp / flagged if flagged else math.nan
+        recall = tp / support if support else math.nan
+        f1 = 2 * tp / (support + flagged) if support + flagged else math.nan
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    if k == 2:
+        auroc = roc_auc(y == 1, p[:, 1])
+    else:
+        aucs = [roc_auc(y == i, p[:, i]) for i in range(k)]
+        finite = [a for a in aucs if not math.isnan(a)]
+        auroc = float(np.mean(finite)) if finite else math.nan
+    return {
+        "accuracy": float((y == pred).mean()) if len(y) else math.nan,
+        "roc_auc": auroc,
+        "per_class": per_class,
+        "confusion_matrix": {"classes": list(classes), "rows_true_columns_predicted": matrix.tolist()},
+        "ece": expected_calibration_error(p, y),
+        "n": len(y),
+    }

@@ -78,6 +78,20 @@ class SensorInputs(BaseModel):
         return len(self.features)
 
 
+class ClassifierInfo(BaseModel):
+    """What a classifier line answers: its classes, which one is normal, calibration and severity rules."""
+
+    model_config = ConfigDict(extra="forbid")
+    classes: list[str] = Field(min_length=2)
+    normal_class: str | None = None
+    temperature: float = Field(gt=0)
+    severity: dict[str, float] = Field(default_factory=dict, description="level -> lowest defect confidence")
+
+    @property
+    def normal_index(self) -> int | None:
+        return None if self.normal_class is None else self.classes.index(self.normal_class)
+
+
 class ModelCard(BaseModel):
     """Version metadata. ``files`` maps each stored file to its SHA-256, checked on every load."""
 
@@ -92,6 +106,7 @@ class ModelCard(BaseModel):
     backbone: BackboneInfo | None = None
     inputs: SensorInputs | None = None
     head: HeadInfo | None = None
+    classifier: ClassifierInfo | None = None
     threshold: dict[str, Any]
     calibration: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] | None = None

@@ -2,9 +2,10 @@
 
 lineguard fit --line NAME --data DIR [--head patchcore|padim|mean] [--workers N] ...
 lineguard fit --kind sensor --line NAME --data FILE.csv [--columns a,b,...] [--workers N]
+lineguard fit --kind classifier --line NAME --data DIR [--merge NEW=a,b] [--normal-class good] [--workers N]
 lineguard evaluate --line NAME --data DIR|FILE.csv [--out DIR]
 lineguard predict --line NAME IMAGE... [--heatmap OUT.png]   |   FILE.csv... / --values 1.0,2.5,...
-lineguard lines | versions NAME | promote NAME VERSION | threshold NAME VALUE
+lineguard lines | versions NAME | promote NAME VERSION | threshold NAME VALUE | severity NAME high=0.9 ...
 lineguard demo
 """
 
@@ -27,7 +28,8 @@ from training.store import ModelStore, StoreError
 
 log = logging.getLogger("lineguard")
 KINDS = {"image": "image-anomaly", "image-anomaly": "image-anomaly", "sensor": "sensor-anomaly",
-         "sensor-anomaly": "sensor-anomaly"}  # fmt: skip
+         "sensor-anomaly": "sensor-anomaly", "classifier": "image-classifier",
+         "image-classifier": "image-classifier"}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,10 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         required=True,
         type=Path,
-        help="images: an MVTec-layout folder or a folder of good images; sensor: a CSV with a header, or Parquet",
+        help="images: an MVTec-layout folder or a folder of good images; sensor: a CSV with a header, or Parquet; "
+        "classifier: one folder per class",
     )
     fit.add_argument(
-        "--kind", default="image", choices=sorted(KINDS), help="image (anomaly, default) or sensor (AutoEncoder)"
+        "--kind",
+        default="image",
+        choices=sorted(KINDS),
+        help="image (anomaly, default), sensor (AutoEncoder) or classifier (supervised classes)",
     )
     fit.add_argument("--head", default="patchcore", choices=sorted(HEADS))
     fit.add_argument(
@@ -98,13 +104,40 @@ def build_parser() -> argparse.ArgumentParser:
     sensor.add_argument("--label-column", default=None, help="0/1 column marking anomalies (default: label, ...)")
     sensor.add_argument("--hidden", default=None, help="comma-separated hidden widths of the encoder (default 2n,n)")
     sensor.add_argument("--latent", type=int, default=None, help="bottleneck size (default n/3)")
-    sensor.add_argument("--epochs", type=int, default=300)
-    sensor.add_argument("--patience", type=int, default=15, help="epochs without a better held-out loss")
+    sensor.add_argument("--epochs", type=int, default=None, help="at most this many epochs (300; classifier 200)")
+    sensor.add_argument(
+        "--patience", type=int, default=None, help="epochs without a better held-out loss (15; classifier 20)"
+    )
     sensor.add_argument(
         "--threshold-source",
         default="auto",
         choices=["auto", "normal", "labelled"],
         help="auto: labelled rows when the file has anomalies, else a percentile of held-out normal errors",
+    )
+    classifier = fit.add_argument_group("classifier lines (--kind classifier)")
+    classifier.add_argument(
+        "--merge",
+        action="append",
+        default=[],
+        metavar="NEW=FOLDER,...",
+        help="make one class of several folders, e.g. defective=crack,blowhole (repeatable)",
+    )
+    classifier.add_argument("--normal-class", default=None, help="the class of good parts (default: good/normal/ok)")
+    classifier.add_argument(
+        "--tail",
+        default="frozen",
+        choices=["none", "frozen", "finetune"],
+        help="the backbone stages after the shared ones: skip, use frozen, or fine-tune the last one",
+    )
+    classifier.add_argument("--views", type=int, default=4, help="views per training image (1 = no augmentation)")
+    classifier.add_argument("--augment", default="default", choices=["default", "light", "none"])
+    classifier.add_argument("--val-fraction", type=float, default=0.15, help="images for early stopping + calibration")
+    classifier.add_argument("--test-fraction", type=float, default=0.2, help="held-out images for the evaluation")
+    classifier.add_argument(
+        "--defect-threshold", type=float, default=0.5, help="defect confidence above which a part is defective"
+    )
+    classifier.add_argument(
+        "--severity", default="high=0.9,low=0.6", help="severity levels on the defect confidence, strictest first"
     )
     fit.add_argument("--no-promote", action="store_true", help="store the version without putting it in service")
     fit.add_argument("--note", default=None)
@@ -130,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--workers", default="auto")
     ev.add_argument("--batch-size", type=int, default=16)
     ev.add_argument("--address", default=None)
+    ev.add_argument("--merge", action="append", default=[], help="classifier lines: as for fit")
     _add_runtime(ev)
     ev.set_defaults(func=cmd_evaluate)
 
@@ -162,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     th.add_argument("value", type=float)
     th.add_argument("--note", default=None)
     th.set_defaults(func=cmd_threshold)
+    sev = sub.add_parser("severity", help="change a classifier line's severity rules (stored as a new version)")
+    sev.add_argument("line")
+    sev.add_argument("rules", nargs="+", metavar="LEVEL=CONFIDENCE", help="e.g. high=0.9 low=0.6")
+    sev.add_argument("--note", default=None)
+    sev.set_defaults(func=cmd_severity)
 
     sv = sub.add_parser("serve", help="run the HTTP service from serve_config.yaml until Ctrl-C")
     sv.add_argument("--config", type=Path, default=Path("serve_config.yaml"))
@@ -263,6 +302,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     if KINDS[args.kind] == "sensor-anomaly":
         return _fit_sensor(args)
+    if KINDS[args.kind] == "image-classifier":
+        return _fit_classifier(args)
     runtime = _runtime(args)
     options = FitOptions(
         head=args.head,
@@ -336,8 +377,8 @@ def _fit_sensor(args: argparse.Namespace) -> int:
         threshold_objective=args.threshold_from_test or "f1",
         threshold_target=args.target,
         train=TrainOptions(
-            epochs=args.epochs,
-            patience=args.patience,
+            epochs=args.epochs or 300,
+            patience=args.patience or 15,
             batch_size=args.batch_size or 128,
             seed=args.seed,
             workers=_workers(args, local_default=1),
@@ -367,6 +408,93 @@ def _fit_sensor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _levels(pairs: Sequence[str], flag: str) -> dict[str, float]:
+    """``["high=0.9", "low=0.6"]`` or ``["high=0.9,low=0.6"]`` -> ``{"high": 0.9, "low": 0.6}``."""
+    rules: dict[str, float] = {}
+    for pair in (p for text in pairs for p in text.split(",") if p.strip()):
+        name, sep, raw = pair.partition("=")
+        try:
+            rules[name.strip()] = float(raw)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ValueError(f"{flag} expects LEVEL=CONFIDENCE pairs such as high=0.9, got {pair!r}")
+    return rules
+
+
+def _merges(pairs: Sequence[str]) -> dict[str, list[str]]:
+    merge: dict[str, list[str]] = {}
+    for pair in pairs:
+        name, sep, folders = pair.partition("=")
+        if not sep or not name.strip() or not folders.strip():
+            raise ValueError(f"--merge expects NEW=FOLDER,FOLDER..., got {pair!r}")
+        merge.setdefault(name.strip(), []).extend(f.strip() for f in folders.split(",") if f.strip())
+    return merge
+
+
+def _fit_classifier(args: argparse.Namespace) -> int:
+    from training.evaluate import format_class_table
+    from training.fit_classifier import ClassifierFitOptions, fit_classifier_line
+    from training.train_classifier import classifier_train_options
+
+    runtime = _runtime(args)
+    workers = _workers(args, local_default=1)  # Ray Train workers; the feature pass runs here locally
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    hidden = _int_list(args.hidden, "--hidden")
+    options = ClassifierFitOptions(
+        merge=_merges(args.merge),
+        normal_class=args.normal_class,
+        tail=args.tail,
+        hidden=hidden[0] if hidden else 256,
+        views=args.views,
+        augment=args.augment,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        threshold=args.defect_threshold,
+        severity=_levels([args.severity], "--severity"),
+        backbone=args.backbone,
+        layers=tuple(x.strip() for x in args.layers.split(",") if x.strip()),
+        image_size=args.image_size,
+        workers=workers if address else 0,
+        batch_size=16,
+        train=classifier_train_options(
+            workers=workers,
+            seed=args.seed,
+            **{k: v for k, v in (("epochs", args.epochs), ("patience", args.patience)) if v},
+            **({"batch_size": args.batch_size} if args.batch_size else {}),
+        ),
+        seed=args.seed,
+        promote=not args.no_promote,
+        note=args.note,
+        weights=runtime["weights"],
+        device=runtime["device"],
+        precision=runtime["precision"],
+    )
+    report = fit_classifier_line(args.line, args.data, options, _store(args))
+    card = report.card
+    if args.json:
+        print(card.model_dump_json(indent=2))
+        return 0
+    assert card.data is not None and card.classifier is not None
+    info, history = card.classifier, card.training
+    in_service = " (in service)" if options.promote else ""
+    print(f"line {card.line}: stored {card.version}{in_service} in {_store(args).uri}")
+    per_split = (card.data.model_extra or {}).get("per_split")
+    print(f"classes {info.classes} (normal: {info.normal_class or 'none'}); images per split {per_split}")
+    print(
+        f"trained on {card.data.n_fit} views of {card.data.n_train} images ({history.get('workers')} Ray Train "
+        f"worker(s), 0 = in process): {history.get('epochs_run')} epochs, best validation loss "
+        f"{history.get('best_val_loss', float('nan')):.4f}, {history.get('seconds')} s; temperature "
+        f"{info.temperature:.3f} (ECE {card.calibration.get('ece_before', 0):.3f} -> "
+        f"{card.calibration.get('ece_after', 0):.3f} on validation)"
+    )
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} unreadable file(s):", *report.skipped[:20], sep="\n  ")
+    if report.metrics is not None:
+        print(format_class_table(report.metrics))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.data import discover
     from training.evaluate import RunSettings, evaluate_maps, format_table, score_samples, write_report
@@ -377,6 +505,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     card = store.read_card(args.line, args.version)
     if card.kind == "sensor-anomaly":
         return _evaluate_sensor(args, store, card)
+    if card.kind == "image-classifier":
+        return _evaluate_classifier(args, store)
     scorer = scorer_from_card(store, card)
     dataset = discover(args.data)
     samples = dataset.test or dataset.train
@@ -436,6 +566,59 @@ def _evaluate_sensor(args: argparse.Namespace, store: ModelStore, card: Any) -> 
     return 0
 
 
+def _evaluate_classifier(args: argparse.Namespace, store: ModelStore) -> int:
+    from training.evaluate import format_class_table
+    from training.fit_classifier import evaluate_folder
+    from training.line_model import load_classifier
+
+    card, extractor, classifier = load_classifier(store, args.line, args.version, **_runtime(args))
+    metrics, skipped = evaluate_folder(card, extractor, classifier, args.data, _merges(args.merge), args.batch_size)
+    out = args.out or Path("lineguard-eval") / f"{card.line}-{card.version}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "test_scores"}, indent=2))
+    print(f"line {card.line} {card.version} on {metrics['classes']['n']} images of {args.data}")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s):", *skipped[:20], sep="\n  ")
+    print(format_class_table(metrics))
+    print(f"wrote {out}/metrics.json")
+    return 0
+
+
+def _predict_classifier(args: argparse.Namespace, store: ModelStore) -> int:
+    import torch
+
+    from models.preprocess import BadImageError, ImageTooLargeError, PreprocessConfig, load_file
+    from training.line_model import load_classifier
+
+    if not args.inputs or args.values or args.heatmap:
+        raise ValueError(f"line {args.line} is a classifier line: give image files (no --values, no --heatmap)")
+    card, extractor, classifier = load_classifier(store, args.line, args.version, **_runtime(args))
+    config = PreprocessConfig(card.backbone.image_size if card.backbone else 256, extractor.mean, extractor.std)
+    failures = 0
+    for path in args.inputs:
+        started = time.perf_counter()
+        try:
+            batch = torch.stack([load_file(path, config)])
+        except (BadImageError, ImageTooLargeError, OSError) as err:
+            print(json.dumps({"file": str(path), "error": str(err)}))
+            failures += 1
+            continue
+        decision = classifier.predict(extractor.extract(batch))[0]
+        names = classifier.classes
+        answer = {
+            "file": str(path),
+            "line": card.line,
+            "model_version": card.version,
+            "prediction": names[decision.index],
+            "confidence": round(decision.confidence, 6),
+            "probabilities": {n: round(float(p), 6) for n, p in zip(names, decision.probabilities, strict=True)},
+            "severity": decision.severity,
+            "inference_time_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+        print(json.dumps(answer))
+    return 1 if failures else 0
+
+
 def _predict_sensor(args: argparse.Namespace, store: ModelStore) -> int:
     import numpy as np
 
@@ -479,8 +662,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from training.line_model import load_image_model
 
     store = _store(args)
-    if store.read_card(args.line, args.version).kind == "sensor-anomaly":
+    kind = store.read_card(args.line, args.version).kind
+    if kind == "sensor-anomaly":
         return _predict_sensor(args, store)
+    if kind == "image-classifier":
+        return _predict_classifier(args, store)
     if not args.inputs or args.values:
         raise ValueError(f"line {args.line} is an image line: give image files (not --values)")
     runtime = _runtime(args)
@@ -566,6 +752,15 @@ def cmd_threshold(args: argparse.Namespace) -> int:
 
     card = set_threshold(_store(args), args.line, args.value, note=args.note)
     print(f"line {args.line}: threshold {args.value} stored as {card.version} (in service)")
+    return 0
+
+
+def cmd_severity(args: argparse.Namespace) -> int:
+    from training.thresholds import set_severity
+
+    card = set_severity(_store(args), args.line, _levels(args.rules, "severity"), note=args.note)
+    assert card.classifier is not None
+    print(f"line {args.line}: severity {card.classifier.severity} stored as {card.version} (in service)")
     return 0
 
 

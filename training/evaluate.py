@@ -84,7 +84,7 @@ def evaluate_maps(scorer: AnomalyScorer, test: TestScores, image_size: int) -> E
     labels = np.array([s.label for s in test.samples])
     metrics = labelled_metrics(labels, scores, scorer.threshold.value, [s.defect_type for s in test.samples])
     metrics["pixel_auroc"] = _pixel_auroc(test, image_size)
-    return EvalResult(_finite(metrics), test.samples, scores, test.maps, test.skipped)
+    return EvalResult(json_safe(metrics), test.samples, scores, test.maps, test.skipped)
 
 
 def labelled_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, types: Sequence[str]) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def labelled_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, t
         "labels": labels.tolist(),
         "types": [str(t) for t in types],
     }
-    clean: dict[str, Any] = _finite(metrics)
+    clean: dict[str, Any] = json_safe(metrics)
     return clean
 
 
@@ -140,10 +140,10 @@ def _pixel_auroc(test: TestScores, image_size: int) -> float:
     return pixel_roc_auc(masks, maps)
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON-safe copy: NaN and infinities become None."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -172,6 +172,34 @@ def format_table(metrics: dict[str, Any]) -> str:
         lines.append(f"\n{things[1]:<16}{'n':>5}{'AUROC':>9}{'miss rate':>11}")
         for name, row in per_type.items():
             lines.append(f"{name:<16}{row['n']:>5}{fmt(row['image_auroc']):>9}{fmt(row['miss_rate']):>11}")
+    return "\n".join(lines)
+
+
+def format_class_table(metrics: dict[str, Any]) -> str:
+    """Accuracy, ROC AUC, per-class precision / recall and the confusion matrix, for the terminal."""
+
+    def fmt(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    classes = metrics["classes"]
+    lines = [
+        f"{'accuracy':<22}{fmt(classes.get('accuracy'))}   ({classes.get('note')})",
+        f"{'ROC AUC':<22}{fmt(classes.get('roc_auc'))}",
+        f"{'ECE':<22}{fmt(classes.get('ece'))}   (before temperature {fmt(classes.get('ece_before_temperature'))})",
+    ]
+    if "miss_rate" in metrics:
+        lines += [
+            f"{'defect AUROC':<22}{fmt(metrics.get('image_auroc'))}   (defect confidence, any defect vs normal)",
+            f"{'miss rate':<22}{fmt(metrics.get('miss_rate'))}   (defective parts passed as good)",
+            f"{'over-detection rate':<22}{fmt(metrics.get('over_detection_rate'))}   (good parts flagged)",
+        ]
+    names = classes["confusion_matrix"]["classes"]
+    width = max(10, *(len(n) + 2 for n in names))
+    lines.append(f"\n{'class':<{width}}{'precision':>10}{'recall':>9}{'n':>6}   predicted: " + " ".join(names))
+    for name, row in zip(names, classes["confusion_matrix"]["rows_true_columns_predicted"], strict=True):
+        c = classes["per_class"][name]
+        counts = " ".join(f"{n:>{len(k)}}" for n, k in zip(row, names, strict=True))
+        lines.append(f"{name:<{width}}{fmt(c['precision']):>10}{fmt(c['recall']):>9}{c['support']:>6}   {counts}")
     return "\n".join(lines)
 
 

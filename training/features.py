@@ -6,7 +6,9 @@ becomes an error row naming it, never a crash), run the backbone, then either
 - ``"summarize"``: reduce the features to what the head's fit needs (the heavy half of fitting runs
   next to the backbone, so only e.g. PatchCore's per-image coreset candidates travel),
 - ``"features"``: return the raw feature maps (small data sets keep them for cross-fitting), or
-- ``"maps"``: score with a fitted line scorer and return smoothed anomaly maps.
+- ``"maps"``: score with a fitted line scorer and return smoothed anomaly maps, or
+- ``"classifier"``: the frozen part of an image classifier (pooled features, and the input of the
+  tail stage it fine-tunes), for ``views`` views of each image: the clean one, then augmented ones.
 
 Engines:
 
@@ -29,14 +31,15 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from models.backbone import FeatureExtractor
-from models.preprocess import PreprocessConfig
+from models.backbone import DEFAULT_BACKBONE, DEFAULT_LAYERS, FeatureExtractor
+from models.preprocess import BadImageError, ImageTooLargeError, PreprocessConfig, open_image, to_tensor
 from models.scoring import AnomalyScorer
+from training.augment import Augment, view_rng
 from training.data import read_image
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["summarize", "features", "maps"]
+Mode = Literal["summarize", "features", "maps", "classifier"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,36 @@ class WorkerSpec:
     state: dict[str, np.ndarray] | None = None  # fitted scorer state, for "maps"
     num_images: int = 0  # for the head's plan(), in "summarize"
     threads: int = 0  # torch threads; 0 = leave as is
+    classifier: dict[str, Any] = field(default_factory=dict)  # "classifier": tail and pooling
+    views: int = 1  # "classifier": views per image (the first one clean)
+    augment: str = "none"  # "classifier": how the other views are made
+    seed: int = 0
+
+
+@dataclass
+class BackboneSettings:
+    """Which backbone a fit's features come from, and where it runs (the fits' options extend this)."""
+
+    backbone: str = DEFAULT_BACKBONE
+    layers: tuple[str, ...] = DEFAULT_LAYERS
+    image_size: int = 256
+    weights: str = "auto"
+    device: str = "auto"
+    precision: str = "auto"
+
+
+def worker_spec(mode: Mode, options: BackboneSettings, **fields: Any) -> WorkerSpec:
+    """A worker spec for ``options``'s backbone, with the mode-specific ``fields``."""
+    return WorkerSpec(
+        mode=mode,
+        backbone=options.backbone,
+        layers=tuple(options.layers),
+        image_size=options.image_size,
+        weights=options.weights,
+        device=options.device,
+        precision=options.precision,
+        **fields,
+    )
 
 
 class BatchWorker:
@@ -67,24 +100,47 @@ class BatchWorker:
         self.spec = spec
         self.extractor = FeatureExtractor(spec.backbone, spec.layers, spec.weights, spec.device, spec.precision)
         self.preprocess = PreprocessConfig(spec.image_size, self.extractor.mean, self.extractor.std)
-        self.scorer = AnomalyScorer.build(spec.head_kind, spec.head_params, spec.scorer_params).to(
-            self.extractor.device
-        )
-        if spec.state is not None:
-            self.scorer.load_fitted_state({k: torch.from_numpy(np.array(v)) for k, v in spec.state.items()})
-        self.scorer.head.plan(spec.num_images)
+        if spec.mode == "classifier":
+            from models.classifier import ImageClassifier
+
+            self.classifier = ImageClassifier(
+                self.extractor.channels, 2, backbone=spec.backbone, tap=self.extractor.layers[-1],
+                tail_weights=spec.weights, **spec.classifier,
+            ).to(self.extractor.device).eval()  # fmt: skip
+            self.augment = Augment.named(spec.augment)
+        else:
+            self.scorer = AnomalyScorer.build(spec.head_kind, spec.head_params, spec.scorer_params).to(
+                self.extractor.device
+            )
+            if spec.state is not None:
+                self.scorer.load_fitted_state({k: torch.from_numpy(np.array(v)) for k, v in spec.state.items()})
+            self.scorer.head.plan(spec.num_images)
         # per-image output shapes, for the placeholder rows of unreadable files
-        blank = torch.zeros(1, 3, spec.image_size, spec.image_size)
+        blank = torch.zeros(max(1, spec.views), 3, spec.image_size, spec.image_size)
         self._template = {k: np.zeros_like(v[:1]) for k, v in self._process(blank).items()}
 
     def decode(self, paths: Sequence[str]) -> tuple[torch.Tensor | None, list[str]]:
         tensors, errors = [], []
         for path in paths:
-            tensor, error = read_image(Path(path), self.preprocess)
+            if self.spec.views > 1:
+                views, error = self._views(path)
+                tensors += views
+            else:
+                tensor, error = read_image(Path(path), self.preprocess)
+                tensors += [tensor] if tensor is not None else []
             errors.append(error)
-            if tensor is not None:
-                tensors.append(tensor)
         return (torch.stack(tensors) if tensors else None), errors
+
+    def _views(self, path: str) -> tuple[list[torch.Tensor], str]:
+        """The clean view of the image, then ``views - 1`` augmented ones (seeded by path and seed)."""
+        try:
+            image = open_image(Path(path).read_bytes(), self.preprocess.max_pixels)
+        except (BadImageError, ImageTooLargeError, OSError) as err:
+            log.warning("skipping unreadable image %s: %s", path, err)
+            return [], f"{path}: {err}"
+        rng = view_rng(path, self.spec.seed)
+        images = [image] + [self.augment.view(image, rng) for _ in range(self.spec.views - 1)]
+        return [to_tensor(view, self.preprocess) for view in images], ""
 
     @torch.inference_mode()
     def _process(self, images: torch.Tensor) -> dict[str, np.ndarray]:
@@ -93,6 +149,13 @@ class BatchWorker:
             return {f"layer{i}": f.cpu().numpy() for i, f in enumerate(features)}
         if self.spec.mode == "summarize":
             return {k: v.cpu().numpy() for k, v in self.scorer.head.summarize(features).items()}
+        if self.spec.mode == "classifier":  # one row per image: (n, views, ...)
+            pooled, deep = self.classifier.frozen_inputs(features)
+            n = len(images) // max(1, self.spec.views)
+            out = {"pooled": pooled.float().cpu().numpy().reshape(n, -1, pooled.shape[1])}
+            if deep is not None:
+                out["deep"] = deep.half().cpu().numpy().reshape(n, -1, *deep.shape[1:])
+            return out
         maps, direct = self.scorer.anomaly_maps(features)
         out = {"map": maps.float().cpu().numpy()}
         out["direct"] = (direct if direct is not None else torch.full((maps.shape[0],), np.nan)).cpu().numpy()

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.backbone import DEFAULT_BACKBONE, DEFAULT_LAYERS
 from models.scoring import AnomalyScorer
 from models.threshold import Threshold, from_labelled, from_normal_scores
 from training import features as engine
@@ -37,17 +36,11 @@ CALIBRATIONS = ("auto", "holdout", "crossfit")
 
 
 @dataclass
-class FitOptions:
+class FitOptions(engine.BackboneSettings):
     head: str = "patchcore"
     head_params: dict[str, Any] = field(default_factory=dict)
     aggregation: str = "local_global"
     blur_sigma: float = 2.0
-    backbone: str = DEFAULT_BACKBONE
-    layers: tuple[str, ...] = DEFAULT_LAYERS
-    image_size: int = 256
-    weights: str = "auto"
-    device: str = "auto"
-    precision: str = "auto"
     calibration: str = "auto"
     holdout_fraction: float = 0.15
     folds: int = 5
@@ -98,14 +91,9 @@ def fit_image_line(line: str, data: Path | str, options: FitOptions, store: Mode
     data_fingerprint = fingerprint(train_paths + [s.path for s in dataset.test], dataset.root)
     timer.mark("discover")
 
-    base = engine.WorkerSpec(
-        mode="summarize",
-        backbone=options.backbone,
-        layers=tuple(options.layers),
-        image_size=options.image_size,
-        weights=options.weights,
-        device=options.device,
-        precision=options.precision,
+    base = engine.worker_spec(
+        "summarize",
+        options,
         head_kind=options.head,
         head_params=dict(options.head_params),
         scorer_params={"aggregation": options.aggregation, "blur_sigma": options.blur_sigma},

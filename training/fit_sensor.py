@@ -33,6 +33,7 @@ from training.evaluate import calibration_summary, labelled_metrics
 from training.provenance import Timer, software_versions
 from training.sensor_data import SensorTable, read_table
 from training.store import ModelStore
+from training.train_loop import thin_history
 from training.train_sensor import TrainOptions, train_autoencoder
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ def fit_sensor_line(line: str, data: Path | str, options: SensorFitOptions, stor
             notes=[f"{n_anomalous} anomalous rows"] if n_anomalous else [],
         ),
         timings=dict(timer.marks),
-        training=_thin(trained.history),
+        training=thin_history(trained.history),
         software=software_versions(),
     )
     stored = store.write_version(card, model.fitted_state(), promote=options.promote)
@@ -199,17 +200,6 @@ def _file_digest(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _thin(history: dict[str, Any], points: int = 100) -> dict[str, Any]:
-    """The training history with its loss curves cut to about ``points`` epochs (the card stays small)."""
-    out = dict(history)
-    for key in ("train_loss", "val_loss"):
-        curve = list(history.get(key, []))
-        step = max(1, len(curve) // points)
-        out[key] = [round(float(v), 6) for v in curve[::step]]
-        out[f"{key}_every"] = step
-    return out
 
 
 __all__ = ["SensorFitOptions", "SensorFitReport", "evaluate_table", "fit_sensor_line", "split_rows"]

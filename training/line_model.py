@@ -17,6 +17,7 @@ from training.store import ModelStore
 if TYPE_CHECKING:
     from models.anomaly_model import ImageAnomalyModel
     from models.backbone import FeatureExtractor
+    from models.classifier import LineClassifier
     from models.preprocess import PreprocessConfig
     from models.scoring import AnomalyScorer
 
@@ -74,3 +75,35 @@ def sensor_model_from_card(store: ModelStore, card: ModelCard) -> SensorModel:
         raise ValueError(f"line {card.line!r} is a {card.kind} line, not sensor-anomaly")
     top_k = int(card.head.scorer.get("top_features", 3))
     return SensorModel(store.read_arrays(card), Threshold.from_dict(card.threshold), card.inputs.features, top_k)
+
+
+def classifier_from_card(store: ModelStore, card: ModelCard) -> LineClassifier:
+    """The fitted classifier line (tail + head + temperature, classes, threshold, severity) of ``card``."""
+    from models.classifier import ImageClassifier, LineClassifier, SeverityRules
+
+    if card.kind != "image-classifier" or card.head is None or card.classifier is None:
+        raise ValueError(f"line {card.line!r} is a {card.kind} line, not image-classifier")
+    model = ImageClassifier(**card.head.params)  # tail weights come from the stored state, not a download
+    model.load_fitted_state(store.read_tensors(card))
+    info = card.classifier
+    severity = SeverityRules.from_dict(info.severity) if info.severity else SeverityRules()
+    return LineClassifier(model, info.classes, info.normal_class, float(card.threshold["value"]), severity)
+
+
+def load_classifier(
+    store: ModelStore,
+    line: str,
+    version: str | None = None,
+    weights: str = "auto",
+    device: str = "auto",
+    precision: str = "auto",
+) -> tuple[ModelCard, FeatureExtractor, LineClassifier]:
+    """Card, shared-backbone extractor and fitted classifier of a classifier line, in this process."""
+    from models.backbone import FeatureExtractor
+
+    card = store.read_card(line, version)
+    classifier = classifier_from_card(store, card)
+    spec = backbone_spec(card)
+    extractor = FeatureExtractor(spec.name, spec.layers, weights, device, precision)
+    classifier.model.to(extractor.device)
+    return card, extractor, classifier

@@ -86,3 +86,15 @@ def write_line(
             save(image, folders[f"test/{kind}"] / f"{i:03d}.png")
             save(mask.astype(np.uint8) * 255, folders[f"gt/{kind}"] / f"{i:03d}_mask.png")
     return root
+
+
+def write_class_folders(root: Path, seed: int = 0, size: int = 128, n_good: int = 30, n_per_defect: int = 15) -> Path:
+    """A labelled synthetic line for classifier lines: ``root/good`` and one folder per defect kind."""
+    rng = np.random.default_rng(seed)
+    for kind, count in (("good", n_good), *((k, n_per_defect) for k in DEFECTS)):
+        folder = root / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            image = surface(rng, size) if kind == "good" else add_defect(rng, surface(rng, size), kind)[0]
+            Image.fromarray(image.astype(np.uint8), mode="L").save(folder / f"{i:03d}.png")
+    return root

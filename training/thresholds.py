@@ -23,6 +23,17 @@ def set_threshold(
     if not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"threshold must be a finite number, got {value!r}")
     card = store.read_card(line)
+    if card.kind == "image-classifier":
+        if card.classifier is None or card.classifier.normal_class is None:
+            raise ValueError(
+                f"line {line!r} is a classifier without a normal class: it answers the most likely class, "
+                "and has no threshold to change"
+            )
+        if not 0 < value < 1:
+            raise ValueError(
+                f"line {line!r} is a classifier: its threshold is the defect confidence at which a part is "
+                f"called defective, between 0 and 1 (exclusive); got {value}"
+            )
     old = Threshold.from_dict(card.threshold)
     details: dict[str, Any] = {"previous": old.value, "previous_method": old.method}
     if actor:
@@ -32,6 +43,24 @@ def set_threshold(
     if card.metrics:
         changes["metrics"] = metrics_at(card.metrics, new.value)
     return store.derive_version(line, changes, note or f"threshold {old.value:.6g} -> {value:.6g}")
+
+
+def set_severity(store: ModelStore, line: str, rules: dict[str, float], note: str | None = None) -> ModelCard:
+    """Store the current version of the classifier line ``line`` again with new severity rules."""
+    from models.classifier import SeverityRules
+
+    card = store.read_card(line)
+    if card.kind != "image-classifier" or card.classifier is None:
+        raise ValueError(f"line {line!r} is a {card.kind} line: severity rules belong to image-classifier lines")
+    if card.classifier.normal_class is None:
+        raise ValueError(
+            f"line {line!r} has no normal class: severity is graded on the defect confidence (1 - p(normal)), "
+            "so refit it with --normal-class"
+        )
+    new = SeverityRules.from_dict(rules).to_dict()  # validates: raises ValueError naming the problem
+    info = card.classifier.model_copy(update={"severity": new})
+    text = ", ".join(f"{k} >= {v:g}" for k, v in new.items())
+    return store.derive_version(line, {"classifier": info}, note or f"severity {text}")
 
 
 def metrics_at(metrics: dict[str, Any], threshold: float) -> dict[str, Any]:

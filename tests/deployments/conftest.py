@@ -1,4 +1,5 @@
-"""One LineGuard application on a real Ray Serve for the whole session, with three lines."""
+"""One LineGuard application on a real Ray Serve for the whole session: three image-anomaly lines, a
+sensor line and an image-classifier line."""
 
 from __future__ import annotations
 
@@ -14,15 +15,18 @@ import pytest
 from deployments import config_file
 from deployments.app import bind_graph
 from models.anomaly_model import ImageAnomalyModel
+from training.fit_classifier import ClassifierFitOptions, fit_classifier_line
 from training.fit_image import FitOptions, fit_image_line
 from training.fit_sensor import SensorFitOptions, fit_sensor_line
 from training.line_model import load_image_model
 from training.store import ModelStore
+from training.synthetic import write_class_folders
 from training.synthetic_sensor import write_csv
 from training.train_sensor import TrainOptions
 
 LINES = ("press-a", "press-b", "press-c")
 SENSOR_LINE = "spindle-1"  # a sensor line beside the image lines
+CLASSIFIER_LINE = "sorter-1"  # a classifier line on the same backbone
 IMAGE_SIZE = 128
 MAX_IMAGE_BYTES = 2_000_000
 
@@ -33,6 +37,7 @@ class Service:
     store: ModelStore
     data: Path
     sensor_data: Path
+    class_data: Path
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60)
@@ -60,6 +65,9 @@ def service(ray_session: None, synthetic_line: Path, tmp_path_factory: pytest.Te
     sensor_data = write_csv(tmp_path_factory.mktemp("sensor") / "spindle.csv", rows=3000, seed=1)
     sensor_options = SensorFitOptions(train=TrainOptions(epochs=150, workers=0))
     fit_sensor_line(SENSOR_LINE, sensor_data, sensor_options, store)
+    class_data = write_class_folders(tmp_path_factory.mktemp("classes") / "parts", seed=4, size=IMAGE_SIZE)
+    classifier_options = ClassifierFitOptions(image_size=IMAGE_SIZE, views=2, progress=False)
+    fit_classifier_line(CLASSIFIER_LINE, class_data, classifier_options, store)
     app = config_file.application(config_file.read())
     args = config_file.app_args(
         app,
@@ -87,5 +95,5 @@ def service(ray_session: None, synthetic_line: Path, tmp_path_factory: pytest.Te
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    yield Service(url, store, synthetic_line, sensor_data)
+    yield Service(url, store, synthetic_line, sensor_data, class_data)
     serve.delete("lineguard")

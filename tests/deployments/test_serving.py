@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.deployments.conftest import LINES, MAX_IMAGE_BYTES, SENSOR_LINE, Service
+from tests.deployments.conftest import CLASSIFIER_LINE, LINES, MAX_IMAGE_BYTES, SENSOR_LINE, Service
 from tests.models.test_preprocess import png_header_only
 from training.fit_image import FitOptions, fit_image_line
 
@@ -49,7 +49,7 @@ def test_health_docs_and_lines(service: Service) -> None:
         assert {"/v1/lines/{line}/predict", "/v1/lines/{line}/predict/batch", "/predict", "/healthz"} <= set(paths)
         assert "multipart/form-data" in paths["/v1/lines/{line}/predict"]["post"]["requestBody"]["content"]
         lines = client.get("/v1/lines").json()
-        assert [entry["line"] for entry in lines] == sorted([*LINES, SENSOR_LINE])
+        assert [entry["line"] for entry in lines] == sorted([*LINES, SENSOR_LINE, CLASSIFIER_LINE])
         detail = client.get("/v1/lines/press-b").json()
         assert detail["kind"] == "image-anomaly" and detail["head_params"]["bank_size"] == 768
         assert detail["versions"][0] == "v1" and detail["image_size"] == 128

@@ -1,0 +1,369 @@
+"""A supervised image classifier on the shared backbone's features, with calibrated confidence.
+
+The served backbone is cut after its deepest tapped layer (``blocks.4`` of EfficientNet-Lite0) and is
+shared by every image line, so a classifier line starts from those feature maps ``[(B, C_i, H_i, W_i)]``:
+
+- every tapped map is pooled (global average, and global max, which keeps a small defect that an
+  average over the whole part would wash out);
+- optionally, the backbone's remaining pretrained stages (the *tail*: ``blocks.5`` and ``blocks.6``)
+  run on the deepest map as the line's own copy, frozen or with the last stage fine-tuned, and their
+  output is pooled too (deeper, more semantic features at the cost of 2.3 M parameters per line);
+- the pooled vector is standardised (mean and std of the training data, kept as buffers) and a
+  linear layer or a small MLP gives one logit per class.
+
+Confidence is temperature-scaled (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017):
+one scalar ``T`` fitted on held-out validation logits, ``p = softmax(logits / T)``; it changes no
+decision, only how sure the answers say they are.
+
+For lines with a *normal* class (``good``, say) the decision is made on the **defect confidence**
+``1 - p(normal)``: a part is defective when that is above the line's threshold (0.5 by default, moved
+like an anomaly line's threshold), and then it is the most likely defect class. Severity levels are
+rules on the same number (``>= 0.9`` high, ``>= 0.6`` low, else none).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.heads.base import NotFittedError
+from models.spec import DEFAULT_BACKBONE
+
+TAILS = ("none", "frozen", "finetune")
+POOLINGS = ("avg", "avgmax")
+
+
+def _pool(feature_map: torch.Tensor, pooling: str) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, C)`` (avg) or ``(B, 2C)`` (avg, then max)."""
+    avg = feature_map.mean(dim=(2, 3))
+    if pooling == "avg":
+        return avg
+    return torch.cat([avg, feature_map.amax(dim=(2, 3))], dim=1)
+
+
+class BackboneTail(nn.Module):
+    """The stages of a timm backbone after the served tap ``after`` (the deepest layer the shared
+    backbone returns) up to its last feature stage: ``prefix`` (frozen) then ``last`` (the stage that
+    fine-tuning trains). Input ``(B, C_tap, H, W)``; output ``(B, channels, H', W')``.
+
+    ``weights`` as in :class:`models.backbone.FeatureExtractor`; a served line loads its own stored copy
+    of these weights, so ``"none"`` is used there.
+    """
+
+    def __init__(self, backbone: str, after: str, weights: str = "none") -> None:
+        super().__init__()
+        import timm
+
+        from models import weights as weights_mod
+        from models.backbone import create_feature_net, feature_layers
+
+        valid = feature_layers(backbone)
+        if after not in valid:
+            raise ValueError(f"unknown layer {after!r} for {backbone}: choose from {valid}")
+        if after == valid[-1]:
+            raise ValueError(
+                f"{after} is the last stage of {backbone}: there is no tail to run after it (use tail='none')"
+            )
+        source = weights_mod.resolve(backbone, weights)
+        kwargs: dict[str, Any] = {
+            "pretrained": source.kind != "none",
+            "features_only": True,
+            "out_indices": (len(valid) - 1,),
+        }
+        if source.file is not None:
+            kwargs["pretrained_cfg_overlay"] = {"file": str(source.file)}
+        net: Any = create_feature_net(timm, backbone, kwargs)
+        children = list(net.named_children())
+        names = [name for name, _ in children]
+        tap = after.replace(".", "_")
+        if tap not in names:
+            raise ValueError(f"{backbone} has no stage {tap!r} to cut after (stages: {names})")
+        stages = [module for _, module in children[names.index(tap) + 1 :]]
+        self.prefix = nn.Sequential(*stages[:-1])
+        self.last = stages[-1]
+        self.channels = int(net.feature_info.channels()[-1])
+        self.weights = source.describe()
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> BackboneTail:
+        """Always in eval mode: batch-norm statistics stay the pretrained ones (few images per line)."""
+        return super().train(False)
+
+
+@dataclass(frozen=True)
+class SeverityRules:
+    """Severity levels on the defect confidence, strictest first: ``(("high", 0.9), ("low", 0.6))``
+    means >= 0.9 is high, >= 0.6 low, and anything lower is ``none``."""
+
+    levels: tuple[tuple[str, float], ...] = (("high", 0.9), ("low", 0.6))
+
+    def __post_init__(self) -> None:
+        names = [name for name, _ in self.levels]
+        bounds = [bound for _, bound in self.levels]
+        if len(set(names)) != len(names) or any(not n or n == "none" or len(n) > 32 for n in names):
+            raise ValueError(f"severity levels need distinct names of 1-32 characters other than 'none', got {names}")
+        if any(not (isinstance(b, int | float) and 0 < b <= 1) for b in bounds):
+            raise ValueError(f"severity bounds are defect confidences in (0, 1], got {bounds}")
+        if bounds != sorted(bounds, reverse=True) or len(set(bounds)) != len(bounds):
+            raise ValueError(
+                f"severity bounds must be distinct and strictest first, e.g. high 0.9, low 0.6; got {bounds}"
+            )
+
+    def level(self, defect_confidence: float) -> str:
+        for name, bound in self.levels:
+            if defect_confidence >= bound:
+                return name
+        return "none"
+
+    def to_dict(self) -> dict[str, float]:
+        return {name: float(bound) for name, bound in self.levels}
+
+    @classmethod
+    def from_dict(cls, rules: Mapping[str, float]) -> SeverityRules:
+        """``{"high": 0.9, "low": 0.6}`` in any order."""
+        return cls(tuple(sorted(((str(k), float(v)) for k, v in rules.items()), key=lambda kv: -kv[1])))
+
+
+@dataclass
+class ClassDecision:
+    """One image's answer: the class, its probability, every class's probability, defect confidence
+    (``1 - p(normal)``, None without a normal class) and severity (None without a normal class)."""
+
+    index: int
+    confidence: float
+    probabilities: np.ndarray
+    defect_confidence: float | None
+    severity: str | None
+
+
+def decide(
+    probabilities: np.ndarray, normal_index: int | None, threshold: float, severity: SeverityRules
+) -> list[ClassDecision]:
+    """Decisions for ``(B, K)`` probabilities (see the module docstring for the rule)."""
+    out = []
+    for p in probabilities:
+        if normal_index is None:
+            index = int(np.argmax(p))
+            out.append(ClassDecision(index, float(p[index]), p, None, None))
+            continue
+        defect = float(1.0 - p[normal_index])
+        if defect > threshold:
+            masked = p.copy()
+            masked[normal_index] = -1.0
+            index = int(np.argmax(masked))
+        else:
+            index = normal_index
+        out.append(ClassDecision(index, float(p[index]), p, defect, severity.level(defect)))
+    return out
+
+
+class ImageClassifier(nn.Module):
+    """Feature maps ``[(B, C_i, H_i, W_i)]`` -> logits ``(B, num_classes)``.
+
+    Args:
+        channels: channels of the served feature maps, shallow to deep (``FeatureExtractor.channels``).
+        num_classes: two or more.
+        tail: ``"none"`` (pool the served maps only), ``"frozen"`` (also the backbone's remaining
+            pretrained stages) or ``"finetune"`` (the same, with its last stage trained).
+        backbone, tap: the timm model and the deepest served layer (where the tail starts).
+        hidden: width of the MLP's hidden layer; 0 = a linear head.
+        dropout: on the standardised input vector and the hidden layer, while training.
+        pooling: ``"avg"`` or ``"avgmax"``.
+        tail_weights: where the tail's pretrained weights come from when fitting (serving loads the
+            line's stored copy).
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    temperature: torch.Tensor
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        num_classes: int,
+        tail: str = "frozen",
+        backbone: str = DEFAULT_BACKBONE,
+        tap: str = "blocks.4",
+        hidden: int = 256,
+        dropout: float = 0.2,
+        pooling: str = "avgmax",
+        tail_weights: str = "none",
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+        if tail not in TAILS or pooling not in POOLINGS:
+            raise ValueError(f"tail must be one of {TAILS} and pooling one of {POOLINGS}, got {tail!r}, {pooling!r}")
+        if hidden < 0 or not 0 <= dropout < 1 or not channels:
+            raise ValueError(f"hidden must be >= 0, dropout in [0, 1) and channels non-empty; got {hidden}, {dropout}")
+        self.channels = [int(c) for c in channels]
+        self.num_classes = num_classes
+        self.tail_mode, self.backbone, self.tap = tail, backbone, tap
+        self.hidden, self.dropout_p, self.pooling = hidden, dropout, pooling
+        self.tail = BackboneTail(backbone, tap, tail_weights) if tail != "none" else None
+        width = 2 if pooling == "avgmax" else 1
+        self.in_features = width * (sum(self.channels) + (self.tail.channels if self.tail is not None else 0))
+        self.register_buffer("mean", torch.zeros(self.in_features))
+        self.register_buffer("std", torch.zeros(self.in_features))
+        self.register_buffer("temperature", torch.ones(()))
+        self.drop = nn.Dropout(dropout)
+        if hidden:
+            self.head: nn.Module = nn.Sequential(
+                nn.Linear(self.in_features, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)
+            )
+        else:
+            self.head = nn.Linear(self.in_features, num_classes)
+        if self.tail is not None and tail == "finetune":
+            self.tail.last.requires_grad_(True)
+
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-serialisable), enough to rebuild the module before loading its state."""
+        return {
+            "channels": self.channels,
+            "num_classes": self.num_classes,
+            "tail": self.tail_mode,
+            "backbone": self.backbone,
+            "tap": self.tap,
+            "hidden": self.hidden,
+            "dropout": self.dropout_p,
+            "pooling": self.pooling,
+        }
+
+    @property
+    def is_fitted(self) -> bool:
+        return bool((self.std > 0).all())
+
+    # --- the frozen part and the trained part, split so that fitting can cache the frozen one ----------
+    @torch.no_grad()
+    def frozen_inputs(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """What no training changes: the pooled vector ``(B, D0)`` and, when the last tail stage is
+        fine-tuned, its input map ``(B, C, h, w)`` (else None)."""
+        got = [int(f.shape[1]) for f in features]
+        if got != self.channels:
+            raise ValueError(
+                f"the classifier was fitted on feature maps with channels {self.channels} but got {got}: "
+                "score with the backbone and layers recorded in the line's model card"
+            )
+        pooled = [_pool(f.float(), self.pooling) for f in features]
+        deep = None
+        if self.tail is not None:
+            deep = self.tail.prefix(features[-1].float())
+            if self.tail_mode == "frozen":
+                pooled.append(_pool(self.tail.last(deep), self.pooling))
+                deep = None
+        return torch.cat(pooled, dim=1), deep
+
+    def vector(self, pooled: torch.Tensor, deep: torch.Tensor | None) -> torch.Tensor:
+        """The full pooled vector ``(B, in_features)``, before standardisation."""
+        if deep is None:
+            return pooled
+        assert self.tail is not None
+        return torch.cat([pooled, _pool(self.tail.last(deep.float()), self.pooling)], dim=1)
+
+    def logits_from(self, pooled: torch.Tensor, deep: torch.Tensor | None) -> torch.Tensor:
+        if not self.is_fitted:
+            raise NotFittedError("the classifier is not fitted: fit the line first (lineguard fit --kind classifier)")
+        z = (self.vector(pooled, deep) - self.mean) / self.std
+        return self.head(self.drop(z))  # type: ignore[no-any-return]
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Raw (untempered) logits ``(B, num_classes)``."""
+        return self.logits_from(*self.frozen_inputs(features))
+
+    @torch.no_grad()
+    def fit_standardizer(self, vectors: torch.Tensor) -> None:
+        """Mean and std of the training vectors ``(N, in_features)`` (a constant feature gets std 1)."""
+        if vectors.ndim != 2 or vectors.shape[1] != self.in_features or vectors.shape[0] < 2:
+            raise ValueError(f"need at least 2 vectors of width {self.in_features}, got {tuple(vectors.shape)}")
+        std = vectors.double().std(0)
+        self.mean = vectors.double().mean(0).float()
+        self.std = torch.where(std > 1e-6, std, torch.ones_like(std)).float()
+
+    @torch.inference_mode()
+    def probabilities(self, features: list[torch.Tensor]) -> np.ndarray:
+        """Temperature-scaled class probabilities ``(B, num_classes)`` (float64 NumPy)."""
+        logits = self.forward(features).double() / float(self.temperature)
+        return torch.softmax(logits, dim=1).cpu().numpy()
+
+    # --- persistence -------------------------------------------------------------------------------
+    def fitted_state(self) -> dict[str, torch.Tensor]:
+        """Every tensor that serving needs (the tail's weights included), detached and on the CPU."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+
+    def load_fitted_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        expected = set(self.state_dict())
+        if set(tensors) != expected:
+            raise ValueError(
+                f"saved classifier state does not match the head: missing {sorted(expected - set(tensors))[:5]}, "
+                f"unexpected {sorted(set(tensors) - expected)[:5]}"
+            )
+        self.load_state_dict(dict(tensors))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature ``T`` in [0.05, 20] that minimises the negative log-likelihood of ``labels``
+    under ``softmax(logits / T)``: a golden-section search on ``log T`` (the NLL is unimodal in it).
+    With no validation error at all, ``T`` is not allowed below 1 (see the end)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if logits.ndim != 2 or len(logits) != len(labels) or len(labels) == 0:
+        raise ValueError(f"need (N, K) logits and N labels, got {logits.shape} and {labels.shape}")
+
+    def nll(log_t: float) -> float:
+        z = logits / math.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-log_p[np.arange(len(labels)), labels].mean())
+
+    low, high = math.log(0.05), math.log(20.0)
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    fa, fb = nll(a), nll(b)
+    for _ in range(60):
+        if fa < fb:
+            high, b, fb = b, a, fa
+            a = high - ratio * (high - low)
+            fa = nll(a)
+        else:
+            low, a, fa = a, b, fb
+            b = low + ratio * (high - low)
+            fb = nll(b)
+    fitted = math.exp((low + high) / 2)
+    if bool((logits.argmax(axis=1) == labels).all()):
+        # every validation image is right: the likelihood keeps rising as T -> 0, which is no evidence
+        # that the model is underconfident; sharpening is only allowed where errors balance it
+        return float(max(fitted, 1.0))
+    return float(fitted)
+
+
+class LineClassifier:
+    """A classifier line as served: the fitted module, its classes, decision threshold and severity rules."""
+
+    def __init__(
+        self,
+        model: ImageClassifier,
+        classes: Sequence[str],
+        normal_class: str | None,
+        threshold: float = 0.5,
+        severity: SeverityRules | None = None,
+    ) -> None:
+        if len(classes) != model.num_classes:
+            raise ValueError(f"{len(classes)} class names for a classifier of {model.num_classes} classes")
+        if normal_class is not None and normal_class not in classes:
+            raise ValueError(f"normal class {normal_class!r} is not one of {list(classes)}")
+        self.model = model.eval()
+        self.classes = list(classes)
+        self.normal_class = normal_class
+        self.normal_index = None if normal_class is None else self.classes.index(normal_class)
+        self.threshold = threshold
+        self.severity = severity or SeverityRules()
+
+    def predict(self, features: list[torch.Tensor]) -> list[ClassDecision]:
+        return decide(self.model.probabilities(features), self.normal_index, self.threshold, self.severity)

@@ -1,0 +1,236 @@
+"""Classifier lines: class folders, fitting (in process and with Ray Train), the card, live changes, the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import shared_dataset
+from training.classifier_data import discover_classes, stratified_split
+from training.cli import main
+from training.fit_classifier import ClassifierFitOptions, fit_classifier_line
+from training.line_model import classifier_from_card, load_classifier
+from training.store import ModelStore
+from training.synthetic import write_class_folders
+from training.thresholds import set_severity, set_threshold
+from training.train_classifier import classifier_train_options
+
+SIZE = 96
+
+
+def quick(**changes: object) -> ClassifierFitOptions:
+    """Small and fast: 96 px images, no tail, two views."""
+    defaults: dict[str, object] = {"image_size": SIZE, "tail": "none", "views": 2, "progress": False, "hidden": 64}
+    return ClassifierFitOptions(**{**defaults, **changes})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def classes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """good (30) and three synthetic defect kinds (15 each), one folder per class."""
+    return write_class_folders(
+        tmp_path_factory.mktemp("classes") / "parts", seed=2, size=SIZE, n_good=30, n_per_defect=15
+    )
+
+
+def copy_of(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+def test_discover_and_split(classes: Path, tmp_path: Path) -> None:
+    dataset = discover_classes(classes)
+    assert dataset.classes == ["dent", "good", "scratch", "spot"] and dataset.normal_class == "good"
+    assert dataset.counts() == {"dent": 15, "good": 30, "scratch": 15, "spot": 15}
+    merged = discover_classes(classes, {"defective": ["dent", "scratch", "spot"]})
+    assert merged.classes == ["defective", "good"] and merged.counts() == {"defective": 45, "good": 30}
+    train, val, test = stratified_split(merged.labels, 0.15, 0.2, seed=0)
+    assert not set(train) & set(val) and not set(train) & set(test) and not set(val) & set(test)
+    assert len(train) + len(val) + len(test) == 75
+    assert np.bincount(merged.labels[test]).tolist() == [9, 6]  # stratified: 20% of each class
+    copy_of(classes, tmp_path / "split" / "train")  # the <root>/train/<class> layout
+    assert discover_classes(tmp_path / "split").counts() == dataset.counts()
+
+
+@pytest.mark.parametrize(
+    ("setup", "kwargs", "message"),
+    [
+        ("one_class", {}, "a classifier needs at least 2"),
+        ("none", {"merge": {"bad": ["crack"]}}, "no class folder with images named 'crack'"),
+        ("none", {"normal_class": "ok"}, "normal class 'ok' is not one of"),
+        ("tiny_class", {}, "class 'dent' has 2 image(s): need at least 3"),
+        ("missing", {}, "does not exist"),
+    ],
+)
+def test_bad_data_is_named(classes: Path, tmp_path: Path, setup: str, kwargs: dict[str, object], message: str) -> None:
+    root = copy_of(classes, tmp_path / "data")
+    if setup == "one_class":
+        for name in ("dent", "scratch", "spot"):
+            shutil.rmtree(root / name)
+    elif setup == "tiny_class":
+        for path in sorted((root / "dent").iterdir())[2:]:
+            path.unlink()
+    elif setup == "missing":
+        root = tmp_path / "nowhere"
+    with pytest.raises((ValueError, FileNotFoundError)) as err:
+        fit_classifier_line("parts", root, quick(**kwargs), ModelStore(tmp_path / "store"))
+    assert message in str(err.value)
+
+
+def test_unreadable_files_are_skipped_and_named(classes: Path, tmp_path: Path, store: ModelStore) -> None:
+    root = copy_of(classes, tmp_path / "data")
+    (root / "spot" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (root / "empty").mkdir()  # an empty class folder: dropped with a warning
+    report = fit_classifier_line("parts", root, quick(), store)
+    assert any("broken.png" in s for s in report.skipped)
+    assert report.card.data is not None
+    assert any("broken.png" in s for s in report.card.data.skipped)
+    assert any("'empty' dropped" in n for n in report.card.data.notes)
+    for path in (root / "scratch").iterdir():  # a class with no readable image at all
+        path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="class 'scratch' has no readable training image"):
+        fit_classifier_line("parts", root, quick(), store)
+
+
+def test_fit_evaluates_on_held_out_images_and_serves_the_same_answers(classes: Path, store: ModelStore) -> None:
+    report = fit_classifier_line("parts", classes, quick(), store)
+    card, metrics = report.card, report.metrics
+    assert card.kind == "image-classifier" and card.classifier is not None and metrics is not None
+    assert card.classifier.classes == ["dent", "good", "scratch", "spot"]
+    assert card.threshold["method"] == "defect_confidence" and card.threshold["value"] == 0.5
+    assert card.classifier.severity == {"high": 0.9, "low": 0.6} and card.classifier.temperature > 0
+    assert (card.data.model_extra or {})["per_split"]["test"] == {"dent": 3, "good": 6, "scratch": 3, "spot": 3}
+    assert metrics["classes"]["n"] == 15 and metrics["classes"]["accuracy"] >= 0.85, metrics["classes"]
+    assert metrics["classes"]["roc_auc"] >= 0.95 and metrics["image_auroc"] >= 0.95
+    assert card.training["epochs_run"] >= 1 and card.calibration["n"] == 10
+    # the stored model, rebuilt as serving rebuilds it, answers like the fit's evaluation
+    _, extractor, classifier = load_classifier(store, "parts", weights="auto", device="cpu")
+    assert classifier.classes == card.classifier.classes
+    again = classifier_from_card(store, card)
+    np.testing.assert_array_equal(again.model.temperature.numpy(), classifier.model.temperature.numpy())
+    from models.preprocess import PreprocessConfig, load_file
+
+    config = PreprocessConfig(SIZE, extractor.mean, extractor.std)
+    images = [sorted((classes / name).iterdir())[0] for name in ("good", "scratch")]
+    decisions = classifier.predict(extractor.extract(torch.stack([load_file(p, config) for p in images])))
+    assert [classifier.classes[d.index] for d in decisions] == ["good", "scratch"]
+    assert decisions[0].severity == "none" and decisions[1].severity in ("low", "high")
+    assert abs(sum(decisions[1].probabilities) - 1) < 1e-6
+
+
+def test_threshold_and_severity_change_as_new_versions(classes: Path, store: ModelStore) -> None:
+    fit_classifier_line("parts", classes, quick(merge={"defective": ["dent", "scratch", "spot"]}), store)
+    card = set_threshold(store, "parts", 0.8)
+    assert card.version == "v2" and card.threshold["value"] == 0.8 and card.metrics is not None
+    assert card.metrics["threshold"] == 0.8 and "miss_rate" in card.metrics  # recomputed from the test scores
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        set_threshold(store, "parts", 1.5)
+    card = set_severity(store, "parts", {"critical": 0.97, "major": 0.8, "minor": 0.55})
+    assert card.classifier is not None and card.classifier.severity == {"critical": 0.97, "major": 0.8, "minor": 0.55}
+    assert classifier_from_card(store, card).severity.level(0.9) == "major"
+    with pytest.raises(ValueError, match="strictest first"):
+        set_severity(store, "parts", {"a": 0.5, "b": 0.5})
+
+
+def test_finetuning_the_last_stage_changes_only_that_stage(classes: Path, store: ModelStore) -> None:
+    from safetensors.torch import load as load_tensors
+
+    from models.classifier import BackboneTail
+
+    report = fit_classifier_line("parts", classes, quick(tail="finetune", hidden=0, views=1), store)
+    state = load_tensors(store.read_tensor_bytes(report.card))
+    pretrained = BackboneTail("tf_efficientnet_lite0", "blocks.4", weights="auto").state_dict()
+    assert all(torch.equal(state[f"tail.{k}"], v) for k, v in pretrained.items() if k.startswith("prefix."))
+    changed = [k for k, v in pretrained.items() if k.startswith("last.") and not torch.equal(state[f"tail.{k}"], v)]
+    assert changed, "fine-tuning left the last stage unchanged"
+    assert report.metrics is not None and report.metrics["classes"]["accuracy"] >= 0.8
+
+
+@pytest.mark.ray
+def test_ray_train_fits_with_two_workers(ray_session: None, classes: Path, store: ModelStore) -> None:
+    """Ray Train (DDP over two workers, fine-tuned tail stage) reaches what one process reaches."""
+    options = quick(tail="finetune", views=1, train=classifier_train_options(workers=2, epochs=60))
+    report = fit_classifier_line("parts", classes, options, store)
+    assert report.card.training["workers"] == 2 and report.card.training["epochs_run"] >= 1
+    assert report.metrics is not None and report.metrics["classes"]["accuracy"] >= 0.8
+
+
+def test_cli_fit_predict_evaluate_severity(classes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "store")
+    fit = ["--store", store, "fit", "--kind", "classifier", "--line", "parts", "--data", str(classes)]
+    fit += ["--merge", "defective=dent,scratch,spot", "--tail", "none", "--views", "1", "--image-size", str(SIZE)]
+    assert main([*fit, "--workers", "0", "--hidden", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "classes ['defective', 'good'] (normal: good)" in out and "accuracy" in out and "miss rate" in out
+    image = sorted((classes / "spot").iterdir())[0]
+    assert main(["--store", store, "predict", "--line", "parts", str(image), str(tmp_path / "missing.png")]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["prediction"] == "defective" and set(lines[0]["probabilities"]) == {"defective", "good"}
+    assert "error" in lines[1]
+    out_dir = tmp_path / "eval"
+    evaluate = ["--store", store, "evaluate", "--line", "parts", "--data", str(classes), "--out", str(out_dir)]
+    assert main([*evaluate, "--merge", "defective=dent,scratch,spot"]) == 0
+    assert json.loads((out_dir / "metrics.json").read_text())["classes"]["n"] == 75
+    assert main(["--store", store, "evaluate", "--line", "parts", "--data", str(classes)]) == 2  # unmerged folders
+    assert "does not know" in capsys.readouterr().err
+    assert main(["--store", store, "severity", "parts", "high=0.95", "low=0.7"]) == 0
+    assert main(["--store", store, "severity", "parts", "high"]) == 2
+    assert "LEVEL=CONFIDENCE" in capsys.readouterr().err
+
+
+def _tile_classes(target: Path, classes: dict[str, list[str]]) -> Path:
+    """A class-folder view of magnetic_tile made of links (nothing is copied)."""
+    root = shared_dataset("magnetic_tile")
+    for name, sources in classes.items():
+        folder = target / name
+        folder.mkdir(parents=True)
+        for source in sources:
+            for path in sorted((root / source).iterdir()):
+                (folder / f"{Path(source).name}-{path.name}").symlink_to(path)
+    return target
+
+
+def test_magnetic_tile_crack_blowhole_good(tmp_path: Path, store: ModelStore) -> None:
+    """A real three-class task on held-out images: good (test/good), blowhole, crack."""
+    data = _tile_classes(
+        tmp_path / "tiles", {"good": ["test/good"], "blowhole": ["test/blowhole"], "crack": ["test/crack"]}
+    )
+    report = fit_classifier_line("tiles", data, ClassifierFitOptions(views=2, progress=False), store)
+    assert report.metrics is not None
+    classes = report.metrics["classes"]
+    assert classes["n"] == 72 and classes["accuracy"] >= 0.9 and classes["roc_auc"] >= 0.97, classes
+
+
+@pytest.mark.slow
+def test_magnetic_tile_good_vs_defective(tmp_path: Path, store: ModelStore) -> None:
+    """Every image, good vs defective (benchmark: python -m benchmarks.classifier)."""
+    sources = {
+        "good": ["train/good", "test/good"],
+        "defective": [f"test/{t}" for t in ("blowhole", "break", "crack", "fray", "uneven")],
+    }
+    data = _tile_classes(tmp_path / "tiles", sources)
+    report = fit_classifier_line("tiles", data, ClassifierFitOptions(progress=False), store)
+    assert report.metrics is not None
+    assert report.metrics["classes"]["accuracy"] >= 0.97 and report.metrics["classes"]["roc_auc"] >= 0.99, (
+        report.metrics
+    )
+
+
+def test_a_line_without_a_normal_class_answers_the_likeliest_class(classes: Path, store: ModelStore) -> None:
+    """e.g. real vs generated photos: no class is 'normal', so no defect confidence, threshold or severity."""
+    merge = {"real": ["good"], "generated": ["dent", "scratch", "spot"]}
+    report = fit_classifier_line("photos", classes, quick(merge=merge), store)
+    card = report.card
+    assert card.classifier is not None and card.classifier.normal_class is None and card.classifier.severity == {}
+    assert card.threshold["method"] == "argmax"
+    assert report.metrics is not None and "miss_rate" not in report.metrics
+    assert report.metrics["classes"]["roc_auc"] >= 0.95
+    with pytest.raises(ValueError, match="without a normal class"):
+        set_threshold(store, "photos", 0.7)
+    with pytest.raises(ValueError, match="has no normal class"):
+        set_severity(store, "photos", {"high": 0.9})
+    assert classifier_from_card(store, card).normal_index is None
