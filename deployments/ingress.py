@@ -567,17 +567,22 @@ class Ingress:
     async def _default_entry(
         self, kinds: tuple[str, ...], configured: str | None, setting: str, route: str
     ) -> LineEntry:
-        """The line a plain route answers: the configured one, else the store's only line of ``kinds``."""
+        """The line a plain route answers: the configured one, else the store's only line of the first of
+        ``kinds`` that has exactly one (an anomaly line keeps answering when a classifier line is added)."""
         wanted = " or ".join(kinds)
         if configured is None:
-            lines = [e for e in await self.lines.all() if e.card.kind in kinds]
-            if len(lines) != 1:
-                raise APIError(
-                    409,
-                    f"no {setting} is configured and the store holds {len(lines)} {wanted} lines: "
-                    f"set {setting} in serve_config.yaml, or POST to /v1/lines/{{line}}/predict",
-                )
-            return lines[0]
+            entries = await self.lines.all()
+            counts = []
+            for kind in kinds:
+                lines = [e for e in entries if e.card.kind == kind]
+                if len(lines) == 1:
+                    return lines[0]
+                counts.append(f"{len(lines)} {kind}")
+            raise APIError(
+                409,
+                f"no {setting} is configured and the store holds {' and '.join(counts)} lines: "
+                f"set {setting} in serve_config.yaml, or POST to /v1/lines/{{line}}/predict",
+            )
         entry = await self.lines.get(configured)
         if entry.card.kind not in kinds:
             problem = f"{setting} {configured!r} is a {entry.card.kind} line"

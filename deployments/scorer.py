@@ -92,10 +92,14 @@ class Scorer:
             rows = [features.rows[i] for i in good]
             tensors = [torch.from_numpy(layer[rows]).float() for layer in features.layers]
             scored: list[ScoreResult | ClassResult] = []
-            if isinstance(model, LineClassifier):
-                scored += self._classify(model, tensors)
-            else:
-                scored += self._anomaly(model, tensors, want_maps)
+            try:
+                if isinstance(model, LineClassifier):
+                    scored += self._classify(model, tensors)
+                else:
+                    scored += self._anomaly(model, tensors, want_maps)
+            except ValueError as err:  # features that do not fit the line's model: retrying will not help
+                error = ItemError(409, f"line model {model_id} cannot score these features: {err}")
+                return [results.get(i, error) for i in items]
             timings = {
                 "load_ms": (loaded - started) * 1000,
                 "score_ms": (time.perf_counter() - loaded) * 1000,

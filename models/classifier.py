@@ -18,7 +18,8 @@ decision, only how sure the answers say they are.
 For lines with a *normal* class (``good``, say) the decision is made on the **defect confidence**
 ``1 - p(normal)``: a part is defective when that is above the line's threshold (0.5 by default, moved
 like an anomaly line's threshold), and then it is the most likely defect class. Severity levels are
-rules on the same number (``>= 0.9`` high, ``>= 0.6`` low, else none).
+rules on the same number (``>= 0.9`` high, ``>= 0.6`` low, else none), for defective parts (a part
+passed as good has severity none).
 """
 
 from __future__ import annotations
@@ -158,9 +159,10 @@ def decide(
             masked = p.copy()
             masked[normal_index] = -1.0
             index = int(np.argmax(masked))
-        else:
-            index = normal_index
-        out.append(ClassDecision(index, float(p[index]), p, defect, severity.level(defect)))
+            level = severity.level(defect)
+        else:  # a part passed as good has no severity, whatever the rules say of its defect confidence
+            index, level = normal_index, "none"
+        out.append(ClassDecision(index, float(p[index]), p, defect, level))
     return out
 
 
@@ -294,8 +296,9 @@ class ImageClassifier(nn.Module):
 
     # --- persistence -------------------------------------------------------------------------------
     def fitted_state(self) -> dict[str, torch.Tensor]:
-        """Every tensor that serving needs (the tail's weights included), detached and on the CPU."""
-        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        """Every tensor that serving needs (the tail's weights included): copies, detached and on the CPU
+        (a copy, not a view of the live weights: early stopping keeps snapshots while training goes on)."""
+        return {k: v.detach().cpu().clone().contiguous() for k, v in self.state_dict().items()}
 
     def load_fitted_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
         expected = set(self.state_dict())

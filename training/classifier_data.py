@@ -167,10 +167,12 @@ def stratified_split(
                 f"class {name!r} has {n} image(s): need at least {need} (for training, validation"
                 f"{' and test' if need == 3 else ''}); add images or merge it into another class"
             )
-        n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
-        n_val = max(1, round(val_fraction * n))
-        n_test = min(n_test, n - n_val - 1)
+        n_val = min(max(1, round(val_fraction * n)), n - need + 1)  # leave one for training (and test)
+        n_test = min(max(1, round(test_fraction * n)), n - n_val - 1) if test_fraction > 0 else 0
         test += index[:n_test].tolist()
         val += index[n_test : n_test + n_val].tolist()
         train += index[n_test + n_val :].tolist()
-    return np.sort(train), np.sort(val), np.sort(test)
+    def sorted_rows(rows: list[int]) -> np.ndarray:
+        return np.sort(np.asarray(rows, dtype=np.int64))
+
+    return sorted_rows(train), sorted_rows(val), sorted_rows(test)

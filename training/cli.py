@@ -148,7 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="images: 0 = this process, N = a Ray Data actor pool of N (auto: 0 locally); sensor: Ray Train "
         "workers (auto: 1 locally), 0 = plain PyTorch here; with --address, auto uses the cluster",
     )
-    fit.add_argument("--batch-size", type=int, default=None, help="images per batch (16) / rows per step (128)")
+    fit.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per batch (16); sensor: rows per step (128); classifier: training batch (64)",
+    )
     fit.add_argument("--address", default=None, help="Ray cluster address ('auto' or ray://...); default $RAY_ADDRESS")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--json", action="store_true", help="print the stored model card as JSON")
@@ -377,8 +382,8 @@ def _fit_sensor(args: argparse.Namespace) -> int:
         threshold_objective=args.threshold_from_test or "f1",
         threshold_target=args.target,
         train=TrainOptions(
-            epochs=args.epochs or 300,
-            patience=args.patience or 15,
+            epochs=300 if args.epochs is None else args.epochs,
+            patience=15 if args.patience is None else args.patience,
             batch_size=args.batch_size or 128,
             seed=args.seed,
             workers=_workers(args, local_default=1),
@@ -460,7 +465,7 @@ def _fit_classifier(args: argparse.Namespace) -> int:
         train=classifier_train_options(
             workers=workers,
             seed=args.seed,
-            **{k: v for k, v in (("epochs", args.epochs), ("patience", args.patience)) if v},
+            **{k: v for k, v in (("epochs", args.epochs), ("patience", args.patience)) if v is not None},
             **({"batch_size": args.batch_size} if args.batch_size else {}),
         ),
         seed=args.seed,

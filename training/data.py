@@ -131,9 +131,13 @@ def read_image(path: Path, config: PreprocessConfig) -> tuple[torch.Tensor | Non
 
 
 def fingerprint(paths: list[Path], root: Path) -> str:
-    """SHA-256 over relative paths and file contents: which exact data a version was fitted on."""
+    """SHA-256 over relative paths and file contents: which exact data a version was fitted on. A file
+    that cannot be read counts as such (it is skipped, and named, when the images are decoded)."""
     digest = hashlib.sha256()
     for path in sorted(paths):
         digest.update(str(path.relative_to(root)).encode())
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        try:
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        except OSError:
+            digest.update(b"unreadable")
     return digest.hexdigest()

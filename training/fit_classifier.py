@@ -78,6 +78,8 @@ class ClassifierFitOptions(engine.BackboneSettings):
             raise ValueError(f"views must be between 1 and 32, got {self.views}")
         if not 0 < self.threshold < 1:
             raise ValueError(f"the defect-confidence threshold must be in (0, 1), got {self.threshold}")
+        if not self.severity:
+            raise ValueError("give at least one severity level, e.g. high=0.9,low=0.6")
         SeverityRules.from_dict(self.severity)
         if self.image_size < 32 or self.image_size > 2048 or self.batch_size < 1 or self.workers < 0:
             raise ValueError("image size must be 32-2048 pixels, batch size >= 1 and workers >= 0")
@@ -200,6 +202,7 @@ def evaluate_cached(
     metrics["classes"]["nll"] = _nll(logits, split.labels, float(model.temperature))
     metrics["classes"]["nll_before_temperature"] = _nll(logits, split.labels, 1.0)
     metrics["classes"]["note"] = f"held-out test images ({len(split)}), never used for training or calibration"
+    metrics["classes"]["threshold"] = options.threshold
     return metrics
 
 
@@ -217,7 +220,7 @@ def evaluate_folder(
     from training.data import read_image
 
     assert card.classifier is not None
-    dataset = discover_classes(data, merge, card.classifier.normal_class)
+    dataset = discover_classes(data, merge)  # classes are matched to the line's by name
     unknown = sorted(set(dataset.classes) - set(classifier.classes))
     if unknown:
         known = classifier.classes

@@ -70,4 +70,8 @@ def metrics_at(metrics: dict[str, Any], threshold: float) -> dict[str, Any]:
         return {**metrics, "note": "rates were measured at an earlier threshold"}
     scores, labels = np.asarray(stored["scores"]), np.asarray(stored["labels"])
     counts = confusion(labels, scores, threshold)
-    return {**metrics, **rates(counts), "confusion": counts, "threshold": threshold}
+    out = {**metrics, **rates(counts), "confusion": counts, "threshold": threshold}
+    if "classes" in metrics:  # a classifier's per-class figures were measured at the fit's threshold
+        fitted_at = metrics["classes"].get("threshold", metrics.get("threshold"))
+        out["classes"] = {**metrics["classes"], "threshold": fitted_at, "stale": f"measured at threshold {fitted_at}"}
+    return out

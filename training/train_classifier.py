@@ -9,8 +9,9 @@ the line's tail stage (when fine-tuned) and its head, on the shared backbone's f
   equally likely, so a rare defect class is seen as often as the normal one.
 - Early stopping on the validation loss (clean views of held-out images), best weights kept.
 - ``workers == 0``: in this process; ``workers >= 1``: Ray Train's ``TorchTrainer`` (GPUs when the
-  cluster has them). The cached tensors go to the object store once; each worker trains on its share
-  of the rows with a per-worker batch of ``batch_size / workers``, DDP averaging the gradients.
+  cluster has them). The cached tensors go to the object store once; every worker draws the same
+  balanced sample and takes its share of it, with a per-worker batch of ``batch_size / workers``,
+  DDP averaging the gradients.
 - The fine-tuned stage learns at ``tail_lr_ratio`` times the head's rate, so the pretrained
   features are adjusted rather than overwritten.
 """
@@ -97,9 +98,10 @@ def logits_of(model: ImageClassifier, split: CachedSplit, chunk: int = 512) -> t
 def fit_standardizer(model: ImageClassifier, split: CachedSplit, chunk: int = 512) -> None:
     """The head's input standardisation, from the training rows (the tail as it starts)."""
     vectors = []
+    device = model.mean.device
     for start in range(0, len(split), chunk):
         pooled, _, deep = split.tensors(slice(start, start + chunk))
-        vectors.append(model.vector(pooled, deep))
+        vectors.append(model.vector(pooled.to(device), None if deep is None else deep.to(device)))
     model.fit_standardizer(torch.cat(vectors))
 
 
@@ -111,13 +113,22 @@ def _optimiser(model: ImageClassifier, options: TrainOptions, tail_lr_ratio: flo
 
 
 def _balanced_batches(
-    split: CachedSplit, rows: np.ndarray, batch_size: int, generator: torch.Generator, device: torch.device
+    split: CachedSplit,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    rank: int = 0,
+    world: int = 1,
 ) -> Iterator[tuple[torch.Tensor, ...]]:
-    """One epoch: ``len(rows)`` rows drawn with replacement, every class equally likely."""
-    labels = split.labels[rows]
-    counts = np.bincount(labels)
-    weights = torch.from_numpy(1.0 / counts[labels])
-    drawn = rows[torch.multinomial(weights, len(rows), replacement=True, generator=generator).numpy()]
+    """One epoch: as many rows as the split has, drawn with replacement over the whole split, every
+    class equally likely. With ``world`` workers (the same ``generator`` seed on each) worker ``rank``
+    takes every ``world``-th draw, so each runs the same number of batches (DDP needs that) and a rare
+    class is as likely on every worker."""
+    counts = np.bincount(split.labels)
+    weights = torch.from_numpy(1.0 / counts[split.labels])
+    drawn = torch.multinomial(weights, len(split), replacement=True, generator=generator).numpy()
+    per_rank = len(drawn) // world
+    drawn = drawn[rank::world][:per_rank]
     for start in range(0, len(drawn), batch_size):
         pooled, y, deep = split.tensors(np.sort(drawn[start : start + batch_size]))
         batch = (pooled.to(device), y.to(device))
@@ -158,7 +169,6 @@ def _train_here(
 ) -> TrainResult:
     torch.manual_seed(options.seed)
     generator = torch.Generator().manual_seed(options.seed)
-    rows = np.arange(len(train))
     device = model.mean.device
     val_pooled, val_labels, val_deep = (None if t is None else t.to(device) for t in val.tensors())
     assert val_pooled is not None and val_labels is not None
@@ -170,7 +180,7 @@ def _train_here(
     history = run_epochs(
         _LossModule(model),
         _optimiser(model, options, tail_lr_ratio),
-        lambda _: _balanced_batches(train, rows, options.batch_size, generator, device),
+        lambda _: _balanced_batches(train, options.batch_size, generator, device),
         validate,
         model.fitted_state,
         options,
@@ -194,9 +204,8 @@ def _worker_loop(config: dict[str, Any]) -> None:
     device = get_device()
     data = ray.get(config["data"])
     train, val = data["train"], data["val"]
-    rows = np.arange(rank, len(train), world)  # this worker's share
     per_worker = max(1, options.batch_size // world)
-    generator = torch.Generator().manual_seed(options.seed + rank)
+    generator = torch.Generator().manual_seed(options.seed)  # the same draws on every worker: each takes its share
     val_pooled, val_labels, val_deep = (None if t is None else t.to(device) for t in val.tensors())
     assert val_pooled is not None and val_labels is not None
 
@@ -207,7 +216,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
     history = run_epochs(
         net,
         _optimiser(model, options, config["tail_lr_ratio"]),
-        lambda _: _balanced_batches(train, rows, per_worker, generator, device),
+        lambda _: _balanced_batches(train, per_worker, generator, device, rank, world),
         validate,
         model.fitted_state,
         options,

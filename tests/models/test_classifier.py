@@ -82,6 +82,11 @@ def test_state_round_trip_keeps_answers(extractor: FeatureExtractor) -> None:
     model.temperature.fill_(2.5)
     with torch.no_grad():
         model.tail.last[0].conv_pw.weight.mul_(1.5)  # type: ignore[union-attr, index]  # "fine-tuned"
+    snapshot = model.fitted_state()
+    with torch.no_grad():
+        next(model.head.parameters()).add_(1.0)  # training goes on: a snapshot must not follow it
+    assert not torch.equal(snapshot["head.0.weight"], model.state_dict()["head.0.weight"])
+    model.load_fitted_state(snapshot)
     rebuilt = ImageClassifier(**model.params())
     rebuilt.load_fitted_state(model.fitted_state())
     np.testing.assert_allclose(rebuilt.eval().probabilities(features), model.eval().probabilities(features))
@@ -117,6 +122,7 @@ def test_decisions_use_defect_confidence_and_severity() -> None:
     assert out[1].defect_confidence == pytest.approx(0.65) and out[1].confidence == pytest.approx(0.40)
     strict = decide(probabilities, normal_index=1, threshold=0.7, severity=rules)
     assert [d.index for d in strict] == [1, 1, 0, 1]  # a higher threshold passes the 0.65 part
+    assert [d.severity for d in strict] == ["none", "none", "high", "none"]  # passed as good: no severity
     no_normal = decide(probabilities, normal_index=None, threshold=0.5, severity=rules)
     assert [d.index for d in no_normal] == [1, 0, 0, 1] and no_normal[0].severity is None
 
