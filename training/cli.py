@@ -592,13 +592,13 @@ def _evaluate_classifier(args: argparse.Namespace, store: ModelStore) -> int:
 def _predict_classifier(args: argparse.Namespace, store: ModelStore) -> int:
     import torch
 
-    from models.preprocess import BadImageError, ImageTooLargeError, PreprocessConfig, load_file
-    from training.line_model import load_classifier
+    from models.preprocess import BadImageError, ImageTooLargeError, load_file
+    from training.line_model import load_classifier, preprocess_config
 
     if not args.inputs or args.values or args.heatmap:
         raise ValueError(f"line {args.line} is a classifier line: give image files (no --values, no --heatmap)")
     card, extractor, classifier = load_classifier(store, args.line, args.version, **_runtime(args))
-    config = PreprocessConfig(card.backbone.image_size if card.backbone else 256, extractor.mean, extractor.std)
+    config = preprocess_config(card)
     failures = 0
     for path in args.inputs:
         started = time.perf_counter()

@@ -59,10 +59,11 @@ def run_demo(
     if not serve:
         import torch
 
-        from models.preprocess import PreprocessConfig, load_file
+        from models.preprocess import load_file
+        from training.line_model import preprocess_config
 
-        _, extractor, classifier = load_classifier(store, DEMO_CLASSIFIER_LINE)
-        tensor = load_file(sorted_part, PreprocessConfig(256, extractor.mean, extractor.std))
+        card, extractor, classifier = load_classifier(store, DEMO_CLASSIFIER_LINE)
+        tensor = load_file(sorted_part, preprocess_config(card))
         decision = classifier.predict(extractor.extract(torch.stack([tensor])))[0]
         answer = {"prediction": classifier.classes[decision.index], "confidence": round(decision.confidence, 4)}
         print(json.dumps({"file": str(sorted_part), **answer, "severity": decision.severity}))

@@ -35,6 +35,7 @@ from models.backbone import DEFAULT_BACKBONE, DEFAULT_LAYERS, FeatureExtractor
 from models.preprocess import BadImageError, ImageTooLargeError, PreprocessConfig, open_image, to_tensor
 from models.scoring import AnomalyScorer
 from training.augment import Augment, view_rng
+from training.card import BackboneInfo
 from training.data import read_image
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,15 @@ class BackboneSettings:
     weights: str = "auto"
     device: str = "auto"
     precision: str = "auto"
+
+    def backbone_info(self) -> BackboneInfo:
+        """What the card records of the backbone: dimensions and normalisation (read from an unweighted
+        net: no need to load the weights for that) and where the weights come from."""
+        from models.weights import resolve
+
+        info = FeatureExtractor(self.backbone, self.layers, "none", "cpu", "fp32").describe()
+        info["weights"] = resolve(self.backbone, self.weights).describe()
+        return BackboneInfo(image_size=self.image_size, **info)
 
 
 def worker_spec(mode: Mode, options: BackboneSettings, **fields: Any) -> WorkerSpec:

@@ -127,8 +127,9 @@ def fit_classifier_line(
     _check_coverage(dataset, train[0], val[0], skipped)
     timer.mark("features")
 
+    backbone = options.backbone_info()
     model = ImageClassifier(
-        _channels(options),
+        backbone.channels,
         len(dataset.classes),
         tail=options.tail,
         backbone=options.backbone,
@@ -169,7 +170,7 @@ def fit_classifier_line(
         metrics = evaluate_cached(model, test[0], test[1], dataset.classes, normal_index, options)
         timer.mark("evaluate")
 
-    card = _card(line, options, dataset, data_fingerprint, (train, val, test), skipped, temperature, calibration)
+    card = _card(line, options, dataset, data_fingerprint, (train, val, test), skipped, backbone, model, calibration)
     card.metrics = metrics
     card.training = thin_history(trained.history)
     card.timings = dict(timer.marks)
@@ -216,8 +217,8 @@ def evaluate_folder(
 ) -> tuple[dict[str, Any], list[str]]:
     """Metrics of a stored classifier line on every image of a class-folder ``data`` set; its classes
     must be the line's (folder names, after ``merge``). Returns the metrics and the unreadable files."""
-    from models.preprocess import PreprocessConfig
     from training.data import read_image
+    from training.line_model import preprocess_config
 
     assert card.classifier is not None
     dataset = discover_classes(data, merge)  # classes are matched to the line's by name
@@ -225,7 +226,7 @@ def evaluate_folder(
     if unknown:
         known = classifier.classes
         raise ValueError(f"{data} has class folders {unknown} that line {card.line!r} does not know: {known}")
-    config = PreprocessConfig(extractor_size(card), extractor.mean, extractor.std)
+    config = preprocess_config(card)
     pooled, deep, labels, folders, skipped = [], [], [], [], []
     for start in range(0, len(dataset.items), batch_size):
         chunk = dataset.items[start : start + batch_size]
@@ -251,10 +252,6 @@ def evaluate_folder(
     metrics = evaluate_cached(classifier.model, split, folders, classifier.classes, classifier.normal_index, options)
     metrics["classes"]["note"] = f"every image of {data} ({len(split)})"
     return metrics, skipped
-
-
-def extractor_size(card: ModelCard) -> int:
-    return card.backbone.image_size if card.backbone else 256
 
 
 def _cached(
@@ -297,13 +294,6 @@ def _check_coverage(dataset: ClassDataset, train: CachedSplit, val: CachedSplit,
                 )
 
 
-def _channels(options: ClassifierFitOptions) -> list[int]:
-    from models.backbone import FeatureExtractor
-
-    # dimensions only: no need to load the weights here
-    return FeatureExtractor(options.backbone, options.layers, "none", "cpu", "fp32").channels
-
-
 def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
     """Mean negative log-likelihood of ``labels``: what the temperature minimises."""
     p = _softmax(logits, temperature)[np.arange(len(labels)), labels]
@@ -332,14 +322,10 @@ def _card(
     data_fingerprint: str,
     splits: tuple[tuple[CachedSplit, list[str]], ...],
     skipped: list[str],
-    temperature: float,
+    backbone: BackboneInfo,
+    model: ImageClassifier,
     calibration: dict[str, Any],
 ) -> ModelCard:
-    from models.backbone import FeatureExtractor
-    from models.weights import resolve
-
-    extractor_info = FeatureExtractor(options.backbone, options.layers, "none", "cpu", "fp32").describe()
-    extractor_info["weights"] = resolve(options.backbone, options.weights).describe()
     train, val, test = (s[0] for s in splits)
     views = max(1, options.views)
     per_split = {
@@ -348,30 +334,20 @@ def _card(
         }
         for name, s in (("train", train), ("validation", val), ("test", test))
     }
-    params = {
-        "channels": _channels(options),
-        "num_classes": len(dataset.classes),
-        "tail": options.tail,
-        "backbone": options.backbone,
-        "tap": options.layers[-1],
-        "hidden": options.hidden,
-        "dropout": options.dropout,
-        "pooling": options.pooling,
-    }
     return ModelCard(
         line=line,
         kind="image-classifier",
         note=options.note,
-        backbone=BackboneInfo(image_size=options.image_size, **extractor_info),
+        backbone=backbone,
         head=HeadInfo(
             kind="classifier",
-            params=params,
+            params=model.params(),
             scorer={"views": views, "augment": options.augment, "tail_lr_ratio": options.tail_lr_ratio},
         ),
         classifier=ClassifierInfo(
             classes=dataset.classes,
             normal_class=dataset.normal_class,
-            temperature=temperature,
+            temperature=calibration["temperature"],
             severity=SeverityRules.from_dict(options.severity).to_dict() if dataset.normal_class else {},
         ),
         threshold=classifier_threshold(dataset.normal_class, options.threshold).to_dict(),

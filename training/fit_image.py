@@ -24,7 +24,7 @@ import torch
 from models.scoring import AnomalyScorer
 from models.threshold import Threshold, from_labelled, from_normal_scores
 from training import features as engine
-from training.card import BackboneInfo, DataInfo, HeadInfo, ModelCard, check_line_name
+from training.card import DataInfo, HeadInfo, ModelCard, check_line_name
 from training.data import ImageDataset, Sample, discover, fingerprint
 from training.evaluate import EvalResult, calibration_summary, evaluate_maps, score_samples
 from training.provenance import Timer, software_versions
@@ -321,17 +321,11 @@ def _card(
     evaluation: EvalResult | None,
     timer: Timer,
 ) -> ModelCard:
-    from models.backbone import FeatureExtractor
-    from models.weights import resolve
-
-    # dimensions and normalisation only: no need to load the weights a second time
-    extractor_info = FeatureExtractor(options.backbone, options.layers, "none", "cpu", "fp32").describe()
-    extractor_info["weights"] = resolve(options.backbone, options.weights).describe()
     return ModelCard(
         line=line,
         kind="image-anomaly",
         note=options.note,
-        backbone=BackboneInfo(image_size=options.image_size, **extractor_info),
+        backbone=options.backbone_info(),
         head=HeadInfo(
             kind=options.head,
             params=_head_params(options),
