@@ -1,5 +1,5 @@
-"""The LineGuard application: Ingress -> Preprocessor -> Backbone(s) -> Scorer for images, and
-Ingress -> SensorScorer for sensor readings.
+"""The LineGuard application: Ingress -> Preprocessor -> Backbone(s) -> Scorer for images,
+Ingress -> SensorScorer for sensor readings, and Ingress -> Recorder for the prediction history.
 
 ``serve run serve_config.yaml`` imports :func:`build_app` with the config's ``args`` (validated into
 :class:`AppArgs`); replica counts, autoscaling, resources and ``user_config`` come from the same file.
@@ -15,6 +15,7 @@ from deployments.backbone import Backbone
 from deployments.config import AppArgs
 from deployments.ingress import Ingress
 from deployments.preprocessor import Preprocessor
+from deployments.recorder import Recorder
 from deployments.scorer import Scorer
 from deployments.sensor_scorer import SensorScorer
 
@@ -41,8 +42,13 @@ def bind_graph(args: AppArgs, options: dict[str, dict[str, Any]] | None = None) 
     ]
     scorer = _deployment(Scorer).options(**options.get("Scorer", {})).bind(args.store)
     sensor_scorer = _deployment(SensorScorer).options(**options.get("SensorScorer", {})).bind(args.store)
+    recorder = (
+        _deployment(Recorder).options(**options.get("Recorder", {})).bind(args.history.model_dump(), args.store)
+        if args.history.enabled
+        else None
+    )
     ingress = _deployment(Ingress).options(**options.get("Ingress", {}))
-    return ingress.bind(preprocessor, backbones, scorer, sensor_scorer, args.model_dump())
+    return ingress.bind(preprocessor, backbones, scorer, sensor_scorer, recorder, args.model_dump())
 
 
 def build_app(args: AppArgs) -> Application:

@@ -20,6 +20,7 @@ from ray import serve
 
 from deployments.config import BackboneArgs, BackboneTuning, tune_batching
 from deployments.messages import FeatureBatch, ImageBatch
+from models.preprocess import image_intensity
 
 if TYPE_CHECKING:
     pass
@@ -72,11 +73,13 @@ class Backbone:
         for start in range(0, len(images), self.max_batch_size):
             layers.append(self._forward(images[start : start + self.max_batch_size]))
         merged = [np.concatenate([chunk[i] for chunk in layers]) for i in range(len(layers[0]))] if layers else []
+        intensity = image_intensity(images)
         elapsed = (time.perf_counter() - started) * 1000
         out, offset = [], 0
         for batch in batches:
             n = len(batch.images)
-            out.append(FeatureBatch([m[offset : offset + n] for m in merged], batch.rows, batch.errors, elapsed))
+            layers_n = [m[offset : offset + n] for m in merged]
+            out.append(FeatureBatch(layers_n, batch.rows, batch.errors, elapsed, intensity[offset : offset + n]))
             offset += n
         return out
 

@@ -11,9 +11,11 @@ Three homes, as in the rest of the project:
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.preprocess import DEFAULT_MAX_PIXELS
 from models.spec import DEFAULT_BACKBONE, DEFAULT_LAYERS, BackboneSpec
@@ -38,6 +40,49 @@ class BackboneArgs(_Strict):
         return BackboneSpec(self.name, tuple(self.layers), self.image_size)
 
 
+class HistoryArgs(_Strict):
+    """Where predictions are recorded and how the history is read back and watched for drift."""
+
+    enabled: bool = Field(True, description="record every prediction (false: no history, no feedback)")
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL: sqlite:///path (one Recorder replica) or postgresql+psycopg://user@host/db; "
+        "env:NAME reads it from that environment variable (a password from a Secret); "
+        "unset: history.db in a local store's folder",
+    )
+    buffer_rows: int = Field(200_000, ge=1000, description="rows each ingress replica holds while the database is away")
+    batch_rows: int = Field(2000, ge=1, le=100_000, description="rows per write")
+    flush_interval_s: float = Field(0.2, gt=0, le=60)
+    write_timeout_s: float = Field(10.0, gt=0)
+    max_rows: int = Field(100_000, ge=100, description="newest rows behind stats, histograms and suggestions")
+    export_max_rows: int = Field(1_000_000, ge=1, description="rows in one CSV export")
+    drift_window: int = Field(500, ge=10, le=100_000, description="recent predictions compared with calibration")
+    drift_min_recent: int = Field(50, ge=2)
+    psi_warning: float = Field(0.1, gt=0)
+    psi_drift: float = Field(0.25, gt=0)
+    ks_alpha: float = Field(0.01, gt=0, lt=1)
+    drift_check_interval_s: float = Field(60.0, gt=0, description="how often the Recorder checks active lines")
+    webhook_url: str | None = Field(None, description="POSTed a JSON body when a line enters drift")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"webhook_url must be an http:// or https:// URL, got {value!r}")
+        return value
+
+
+def resolve_history_url(url: str) -> str:
+    """``env:NAME`` -> the value of that environment variable (read where the Recorder runs)."""
+    if not url.startswith("env:"):
+        return url
+    name = url.removeprefix("env:")
+    value = os.environ.get(name)
+    if not value:
+        raise ValueError(f"history.url is {url!r} but the environment variable {name} is not set on this node")
+    return value
+
+
 class AppArgs(_Strict):
     store: str = Field("./lineguard-store", description="model store root: local folder or object-store URI")
     backbones: list[BackboneArgs] = Field(default_factory=lambda: [BackboneArgs()], min_length=1)
@@ -50,11 +95,23 @@ class AppArgs(_Strict):
     max_batch_vectors: int = Field(10_000, ge=1, le=1_000_000, description="sensor readings per request")
     request_timeout_s: float = Field(30.0, gt=0)
     line_cache_ttl_s: float = Field(1.0, ge=0, description="how long a line's current version is cached")
+    history: HistoryArgs = Field(default_factory=HistoryArgs)
 
     @field_validator("default_line", "default_sensor_line")
     @classmethod
     def _default_line(cls, value: str | None) -> str | None:
         return None if value is None else check_line_name(value)
+
+    @model_validator(mode="after")
+    def _history_url(self) -> AppArgs:
+        if self.history.url is None:
+            if "://" in self.store:
+                raise ValueError(
+                    f"store {self.store!r} is remote: give history.url (e.g. postgresql+psycopg://user@host/lineguard)"
+                )
+            url = f"sqlite:///{Path(self.store).expanduser().resolve() / 'history.db'}"
+            object.__setattr__(self, "history", self.history.model_copy(update={"url": url}))
+        return self
 
     @field_validator("backbones")
     @classmethod

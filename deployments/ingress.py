@@ -32,8 +32,12 @@ from starlette.datastructures import UploadFile
 
 from deployments.config import SENSOR_CHUNK_ROWS, AppArgs, IngressTuning, tune_batching
 from deployments.errors import APIError
+from deployments.history_routes import HistoryRoutes
+from deployments.history_routes import router as history_router
 from deployments.lines import LineDirectory, LineEntry
 from deployments.messages import ClassResult, ItemError, ScoreResult, VectorScores
+from deployments.outbox import Outbox
+from deployments.records import decisions, image_row, sensor_rows
 from deployments.schemas import (
     SENSOR_BODY_SCHEMA,
     AnomalyAnswer,
@@ -55,6 +59,8 @@ from deployments.schemas import (
     ThresholdUpdate,
 )
 from deployments.sensor_input import Readings, parse_readings
+from deployments.telemetry import IngressMetrics, MetricsMiddleware, note_line
+from history.ids import new_id, new_ids
 from models.preprocess import open_image, resize
 from models.sensor_model import SensorScores
 from models.visualize import normalise_map, overlay, png_bytes
@@ -90,6 +96,11 @@ app = FastAPI(
     description="Anomaly detection for production lines: every line's model behind one API.",
     docs_url="/docs",
 )
+
+
+_STATE: dict[str, IngressMetrics] = {}  # the replica's metrics, for the middleware (made in the replica)
+app.add_middleware(MetricsMiddleware, get_metrics=lambda: _STATE.get("metrics"))
+app.include_router(history_router)
 
 
 @app.exception_handler(APIError)
@@ -141,9 +152,10 @@ Scored = ScoreResult | ClassResult | ItemError
 
 
 def _class_prediction(
-    entry: LineEntry, result: ClassResult, started: float, sensor_id: str | None
+    entry: LineEntry, result: ClassResult, started: float, sensor_id: str | None, prediction_id: str
 ) -> ClassPrediction:
     return ClassPrediction(
+        prediction_id=prediction_id,
         line=entry.line,
         model_version=entry.version,
         prediction=result.label,
@@ -184,16 +196,32 @@ class _Item:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128)
 @serve.ingress(app)
-class Ingress:
+class Ingress(HistoryRoutes):
     def __init__(
         self,
         preprocessor: DeploymentHandle[Any],
         backbones: list[DeploymentHandle[Any]],
         scorer: DeploymentHandle[Any],
         sensor_scorer: DeploymentHandle[Any],
+        recorder: DeploymentHandle[Any] | None,
         args: dict[str, Any],
     ) -> None:
         self.args = AppArgs(**args)
+        self.metrics = _STATE["metrics"] = IngressMetrics()
+        self.recorder = recorder
+        history = self.args.history
+        self.outbox = (
+            None
+            if recorder is None
+            else Outbox(
+                recorder.record.remote,
+                max_rows=history.buffer_rows,
+                batch_rows=history.batch_rows,
+                interval_s=history.flush_interval_s,
+                timeout_s=history.write_timeout_s,
+                on_drop=self.metrics.history_dropped.inc,
+            )
+        )
         self.store = ModelStore(self.args.store)
         self.lines = LineDirectory(self.store, self.args.line_cache_ttl_s)
         self.preprocessor = preprocessor
@@ -202,6 +230,23 @@ class Ingress:
         self._sensor_handles: dict[str, DeploymentHandle[Any]] = {}
         self._sensor_in_flight = 0  # sensor calls awaiting the SensorScorer (micro-batch only under load)
         self.backbones = {b.spec().key(): (b, h) for b, h in zip(self.args.backbones, backbones, strict=True)}
+
+    def _record(self, entry: LineEntry, rows: list[dict[str, Any]]) -> None:
+        """Count the answers in the metrics and queue them for the history (off the request path)."""
+        note_line(entry.line)
+        self.metrics.served(entry.line, entry.version, entry.card.kind)
+        if not rows:
+            return
+        counts, flagged = decisions(rows)
+        self.metrics.decided(entry.line, counts, flagged)
+        if self.outbox is not None:
+            self.outbox.add(rows)
+            self.metrics.history_queued.set(self.outbox.queued)
+
+    async def __del__(self) -> None:
+        """Graceful shutdown: what is queued for the history is written first."""
+        if self.outbox is not None:
+            await self.outbox.close()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         tuning = IngressTuning(**user_config)
@@ -354,12 +399,22 @@ class Ingress:
         out.hop_ms = (time.perf_counter() - sent) * 1000
         return readings, out
 
+    def _record_sensor(
+        self, entry: LineEntry, readings: Readings, answer: VectorScores, started: float
+    ) -> tuple[list[str], float]:
+        """Ids for the readings, their history rows queued; returns the ids and the elapsed ms."""
+        elapsed = round((time.perf_counter() - started) * 1000, 3)
+        ids = new_ids(len(answer.out.scores))
+        rows = sensor_rows(entry, answer.out, answer.threshold, ids, time.time(), elapsed, readings.sensor_id)
+        self._record(entry, rows)
+        return ids, elapsed
+
     async def _predict_sensor(self, entry: LineEntry, request: Request, started: float) -> Response:
         readings, answer = await self._sensor_request(entry, request)
         out = answer.out
         assert entry.card.inputs is not None
         features = entry.card.inputs.features
-        elapsed = round((time.perf_counter() - started) * 1000, 3)
+        ids, elapsed = self._record_sensor(entry, readings, answer, started)
         body: dict[str, Any]
         if readings.single:
             top = [
@@ -381,6 +436,7 @@ class Ingress:
                 "is_anomaly": bool(out.is_anomaly[0]),
                 "top_features": top,
                 "inference_time_ms": elapsed,
+                "prediction_id": ids[0],
             }
         else:
             names = np.asarray(features, dtype=object)
@@ -395,6 +451,7 @@ class Ingress:
                 "top_features": names[out.top_index].tolist(),
                 "top_shares": out.top_share.round(4),
                 "inference_time_ms": elapsed,
+                "prediction_ids": ids,
             }
         if readings.sensor_id is not None:
             body["sensor_id"] = readings.sensor_id
@@ -458,9 +515,29 @@ class Ingress:
         started: float,
         sensor_id: str | None,
         heatmap: bool,
+        source: str | None = None,
+    ) -> Prediction | ClassPrediction:
+        """The answer for one image; its history row is queued under the id the answer carries."""
+        prediction_id = new_id()
+        prediction = await self._answer(entry, result, data, started, sensor_id, heatmap, prediction_id)
+        row = image_row(
+            entry, result, prediction_id, time.time(), prediction.inference_time_ms, sensor_id, source, data
+        )
+        self._record(entry, [row])
+        return prediction
+
+    async def _answer(
+        self,
+        entry: LineEntry,
+        result: ScoreResult | ClassResult,
+        data: bytes,
+        started: float,
+        sensor_id: str | None,
+        heatmap: bool,
+        prediction_id: str,
     ) -> Prediction | ClassPrediction:
         if isinstance(result, ClassResult):
-            return _class_prediction(entry, result, started, sensor_id)
+            return _class_prediction(entry, result, started, sensor_id, prediction_id)
         png = None
         if heatmap and result.anomaly_map is not None:
             png = await asyncio.to_thread(
@@ -476,6 +553,7 @@ class Ingress:
             inference_time_ms=round((time.perf_counter() - started) * 1000, 3),
             sensor_id=sensor_id,
             heatmap_png=png,
+            prediction_id=prediction_id,
         )
 
     # --- routes ----------------------------------------------------------------------------------
@@ -491,6 +569,7 @@ class Ingress:
     ) -> Prediction | ClassPrediction | Response:
         started = time.perf_counter()
         entry = await self.lines.get(line)
+        note_line(entry.line)
         if entry.card.kind == "sensor-anomaly":
             return await self._predict_sensor(entry, request, started)
         files, sensor_id = await self._read_files(request, "file", 1)
@@ -498,7 +577,8 @@ class Ingress:
         result = (await self._score(entry, [files[0][1]], heatmap))[0]
         if isinstance(result, ItemError):
             raise APIError(result.status, result.detail, {"Retry-After": "1"} if result.status == 503 else None)
-        prediction = await self._prediction(entry, result, files[0][1], started, sensor_id, heatmap)
+        name, data = files[0]
+        prediction = await self._prediction(entry, result, data, started, sensor_id, heatmap, name)
         timings = {"parse": (parsed - started) * 1000, **result.timings, "total": prediction.inference_time_ms}
         response.headers["Server-Timing"] = ", ".join(
             f"{k.removesuffix('_ms')};dur={v:.2f}" for k, v in timings.items()
@@ -515,6 +595,7 @@ class Ingress:
     async def predict_batch(self, line: str, request: Request, heatmap: bool = False) -> BatchResponse:
         started = time.perf_counter()
         entry = await self.lines.get(line)
+        note_line(entry.line)
         files, sensor_id = await self._read_files(request, "files", self.args.max_batch_images)
         results = await self._score(entry, [data for _, data in files], heatmap)
         items = []
@@ -524,7 +605,7 @@ class Ingress:
                     BatchItem(index=index, filename=name, error=ItemFailure(status=result.status, detail=result.detail))
                 )
             else:
-                prediction = await self._prediction(entry, result, data, started, sensor_id, heatmap)
+                prediction = await self._prediction(entry, result, data, started, sensor_id, heatmap, name)
                 items.append(BatchItem(index=index, filename=name, prediction=prediction))
         return BatchResponse(
             line=entry.line,
@@ -557,12 +638,15 @@ class Ingress:
         entry = await self._default_entry(
             ("sensor-anomaly",), self.args.default_sensor_line, "default_sensor_line", "/anomaly"
         )
+        started = time.perf_counter()
+        note_line(entry.line)
         readings, answer = await self._sensor_request(entry, request)
+        ids, _ = self._record_sensor(entry, readings, answer, started)
         out = answer.out
         status = np.where(out.is_anomaly, "anomaly", "normal").tolist()
         if readings.single:
-            return AnomalyAnswer(score=float(out.scores[0]), status=status[0])
-        return AnomalyAnswer(score=out.scores.tolist(), status=status)
+            return AnomalyAnswer(score=float(out.scores[0]), status=status[0], prediction_id=ids[0])
+        return AnomalyAnswer(score=out.scores.tolist(), status=status, prediction_id=ids)
 
     async def _default_entry(
         self, kinds: tuple[str, ...], configured: str | None, setting: str, route: str
@@ -662,6 +746,8 @@ class Ingress:
     @app.get("/healthz", response_model=Health, summary="Ready when every deployment answers and the store is readable")
     async def healthz(self) -> JSONResponse:
         handles = {"Preprocessor": self.preprocessor, "Scorer": self.scorer, "SensorScorer": self.sensor_scorer}
+        if self.recorder is not None:
+            handles["Recorder"] = self.recorder
         for i, (_, handle) in enumerate(self.backbones.values()):
             handles["Backbone" if i == 0 else f"Backbone{i + 1}"] = handle
         names = list(handles)
@@ -673,7 +759,16 @@ class Ingress:
         }
         store_ok = await asyncio.to_thread(self.store.readable)
         healthy = store_ok and all(s == "ok" for s in states.values())
-        body = Health(status="ok" if healthy else "unavailable", store=store_ok, deployments=states)
+        history = None
+        if self.recorder is not None and self.outbox is not None:  # a database outage degrades, never fails
+            try:
+                database = await asyncio.wait_for(self.recorder.health.remote(), 6.0)
+            except Exception as err:
+                database = {"reachable": False, "last_error": f"Recorder: {type(err).__name__}"}
+            outbox = self.outbox.stats()
+            ok = bool(database.get("reachable")) and outbox["dropped"] == 0
+            history = {"status": "ok" if ok else "degraded", "outbox": outbox, **database}
+        body = Health(status="ok" if healthy else "unavailable", store=store_ok, deployments=states, history=history)
         return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
 
     @app.get("/", include_in_schema=False)

@@ -35,6 +35,7 @@ class FeatureBatch:
     rows: list[int]
     errors: list[ItemError | None]
     backbone_ms: float = 0.0
+    intensity: np.ndarray | None = None  # (N_ok,) mean pixel value in [0, 1]: the input statistic for drift
 
 
 @dataclass
@@ -46,6 +47,7 @@ class ScoreResult:
     anomaly_map: np.ndarray | None = None
     display_range: tuple[float, float] = (0.0, 1.0)
     timings: dict[str, float] = field(default_factory=dict)
+    input_stat: float | None = None
 
 
 @dataclass
@@ -59,6 +61,7 @@ class ClassResult:
     severity: str | None
     is_defect: bool | None
     timings: dict[str, float] = field(default_factory=dict)
+    input_stat: float | None = None
 
 
 @dataclass

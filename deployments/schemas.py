@@ -19,6 +19,7 @@ class Prediction(BaseModel):
     inference_time_ms: float
     sensor_id: str | None = None
     heatmap_png: str | None = Field(None, description="base64 PNG: the anomaly map over the image (?heatmap=true)")
+    prediction_id: str | None = Field(None, description="the answer's id in the history: POST feedback to it")
 
 
 class ClassPrediction(BaseModel):
@@ -37,6 +38,7 @@ class ClassPrediction(BaseModel):
     sensor_id: str | None = None
     timestamp: datetime
     inference_time_ms: float
+    prediction_id: str | None = Field(None, description="the answer's id in the history: POST feedback to it")
 
 
 class SimpleClassPrediction(BaseModel):
@@ -49,6 +51,7 @@ class SimpleClassPrediction(BaseModel):
     timestamp: datetime
     line: str
     model_version: str
+    prediction_id: str | None = Field(None, description="the answer's id in the history: POST feedback to it")
 
 
 class ItemFailure(BaseModel):
@@ -78,6 +81,7 @@ class SimplePrediction(BaseModel):
     is_anomaly: bool
     line: str
     model_version: str
+    prediction_id: str | None = Field(None, description="the answer's id in the history: POST feedback to it")
 
 
 class LineSummary(BaseModel):
@@ -151,6 +155,29 @@ class Health(BaseModel):
     status: str
     store: bool
     deployments: dict[str, str]
+    history: dict[str, Any] | None = Field(None, description="the outbox and the database (degraded: not fatal)")
+
+
+class Feedback(BaseModel):
+    """An operator's verdict on one answer: ok / ng for anomaly lines, one of the classes for classifiers."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field(min_length=1, max_length=64)
+    operator: str | None = Field(None, max_length=100, description="who says so")
+    note: str | None = Field(None, max_length=500)
+
+
+class FeedbackRecorded(BaseModel):
+    prediction_id: str
+    line: str
+    decision: str
+    label: str
+    agrees: bool = Field(description="the operator's label is the line's decision")
+
+
+class HistoryPage(BaseModel):
+    records: list[dict[str, Any]]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next (older) page; null at the end")
 
 
 class TopFeature(BaseModel):
@@ -173,6 +200,7 @@ class SensorPrediction(BaseModel):
     top_features: list[TopFeature] = Field(description="the features that contribute most to the error")
     inference_time_ms: float
     sensor_id: str | None = None
+    prediction_id: str | None = Field(None, description="the answer's id in the history: POST feedback to it")
 
 
 class SensorBatchPrediction(BaseModel):
@@ -189,6 +217,7 @@ class SensorBatchPrediction(BaseModel):
     top_shares: list[list[float]]
     inference_time_ms: float
     sensor_id: str | None = None
+    prediction_ids: list[str] | None = Field(None, description="reading i's id in the history")
 
 
 class AnomalyAnswer(BaseModel):
@@ -196,6 +225,7 @@ class AnomalyAnswer(BaseModel):
 
     score: float | list[float]
     status: str | list[str]
+    prediction_id: str | list[str] | None = None
 
 
 SENSOR_BODY_SCHEMA: dict[str, Any] = {

@@ -107,6 +107,8 @@ class Scorer:
             }
             for i, result in zip(good, scored, strict=True):
                 result.timings = timings
+                if features.intensity is not None:
+                    result.input_stat = float(features.intensity[features.rows[i]])
                 results[i] = result
         return [results[i] for i in items]
 

@@ -111,3 +111,26 @@ def preprocess_bytes(data: bytes, config: PreprocessConfig) -> torch.Tensor:
 
 def load_file(path: Path, config: PreprocessConfig) -> torch.Tensor:
     return preprocess_bytes(Path(path).read_bytes(), config)
+
+
+def image_intensity(images: np.ndarray) -> np.ndarray:
+    """Mean pixel value in [0, 1] of each ``uint8 (N, 3, H, W)`` image (or ``(N, H, W, 3)``): ``(N,)``.
+    The cheap input statistic that drift checks compare with the fitting images'."""
+    if images.ndim != 4:
+        raise ValueError(f"expected a batch of images (N, 3, H, W), got shape {images.shape}")
+    means: np.ndarray = images.reshape(len(images), -1).mean(1, dtype=np.float64) / 255.0
+    return means.astype(np.float32)
+
+
+def file_intensities(paths: list[Path], size: int, limit: int = 256) -> np.ndarray:
+    """:func:`image_intensity` of up to ``limit`` image files (evenly spread), resized as served; unreadable
+    files are skipped (the fit reports them elsewhere)."""
+    step = max(1, len(paths) // limit)
+    values = []
+    for path in paths[::step][:limit]:
+        try:
+            image = resize(open_image(Path(path).read_bytes()), size)
+        except (OSError, ValueError):
+            continue
+        values.append(float(np.asarray(image, dtype=np.uint8).mean()) / 255.0)
+    return np.asarray(values, dtype=np.float32)

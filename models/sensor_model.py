@@ -45,6 +45,7 @@ class SensorScores:
     top_index: np.ndarray
     top_share: np.ndarray
     expected: np.ndarray
+    input_rms: np.ndarray  # (B,) RMS of the standardised reading: the input statistic for drift
 
     def rows(self, part: slice) -> SensorScores:
         return SensorScores(*(getattr(self, f.name)[part] for f in fields(self)))
@@ -130,4 +131,5 @@ class SensorModel:
             top_index=np.take_along_axis(top, order, 1),
             top_share=np.take_along_axis(top_share, order, 1),
             expected=rebuilt * self.std + self.mean,
+            input_rms=np.sqrt(np.mean(z.astype(np.float64) ** 2, axis=1)),
         )

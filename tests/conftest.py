@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,7 +53,14 @@ def ray_session() -> Iterator[None]:
     os.environ.setdefault("RAY_SERVE_USE_GRPC_BY_DEFAULT", "1")
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     # logical CPUs: room for the Serve replicas and a Ray Data actor pool side by side
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    metrics_port = port.getsockname()[1]
+    port.close()
+    os.environ["LINEGUARD_TEST_METRICS_PORT"] = str(metrics_port)  # Prometheus export of Ray's metrics agent
+    ray.init(
+        address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port
+    )
     try:
         yield
     finally:

@@ -29,6 +29,9 @@ DOCKERFILE = ROOT / "cluster" / "Dockerfile"
 NODE_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
+HISTORY_URL_ENV = "LINEGUARD_HISTORY_URL"
+
+
 def ray_version() -> str:
     """The Ray version the project pins (pyproject.toml), which the image tag must match."""
     text = (ROOT / "pyproject.toml").read_text()
@@ -52,6 +55,8 @@ class ClusterOptions:
     backbone_gpus: float = 1.0  # per Backbone replica; 0.5 packs two replicas on one GPU
     backbone_batch: int = 64  # images per forward pass on a GPU (batching pays there)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # CHANGE: the Secret (name, key) holding the history database URL, postgresql+psycopg://user:pw@host/db
+    history_secret: tuple[str, str] = ("lineguard-history", "url")
 
 
 def serve_config_for_cluster(serve_config: dict[str, Any], options: ClusterOptions) -> dict[str, Any]:
@@ -59,7 +64,10 @@ def serve_config_for_cluster(serve_config: dict[str, Any], options: ClusterOptio
     config = copy.deepcopy(serve_config)
     config["http_options"] = {**config.get("http_options", {}), "host": "0.0.0.0", "port": 8000}
     app = next(a for a in config["applications"] if a["name"] == APP_NAME)
-    app["args"] = {**app.get("args", {}), "store": options.store}
+    args = {**app.get("args", {}), "store": options.store}
+    # the history is in PostgreSQL on a cluster; its URL (with a password) comes from a Secret
+    args["history"] = {**(args.get("history") or {}), "url": f"env:{HISTORY_URL_ENV}"}
+    app["args"] = args
     for deployment in app["deployments"]:
         if deployment["name"].startswith("Backbone") and options.backbone_gpus > 0:
             deployment.setdefault("ray_actor_options", {})["num_gpus"] = options.backbone_gpus
@@ -77,7 +85,13 @@ def _container(options: ClusterOptions, cpu: str, memory: str, gpus: int = 0) ->
         "name": "ray",
         "image": options.image,
         "imagePullPolicy": "IfNotPresent",
-        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "env": [{"name": k, "value": v} for k, v in env.items()]
+        + [
+            {
+                "name": HISTORY_URL_ENV,
+                "valueFrom": {"secretKeyRef": {"name": options.history_secret[0], "key": options.history_secret[1]}},
+            }
+        ],
         # requests = limits: Ray sizes its CPU and memory resources from the container's limits
         "resources": {"requests": dict(limits), "limits": dict(limits)},
         "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "ray stop"]}}},
@@ -165,6 +179,9 @@ HEADER = """\
 #   --namespace / --name, and the CPU, memory and GPU sizes of the groups below for your nodes.
 # Object-store credentials: give the pods an IAM role (IRSA on EKS, Workload Identity on GKE) or add
 # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from a Secret to the containers' env.
+# The prediction history is a PostgreSQL database; create its Secret before applying this file:
+#   kubectl -n lineguard create secret generic lineguard-history \
+#     --from-literal=url=postgresql+psycopg://lineguard:PASSWORD@postgres.lineguard.svc:5432/lineguard
 #
 # The Backbone asks for num_gpus, so Serve places it on the gpu-workers group (which the autoscaler
 # starts from 0 when it is needed); everything else runs on cpu-workers. The head runs no replicas.

@@ -20,6 +20,7 @@ import torch
 
 from models.classifier import POOLINGS, TAILS, ImageClassifier, SeverityRules, decide, fit_temperature
 from models.metrics import class_metrics, expected_calibration_error
+from models.preprocess import file_intensities
 from models.threshold import Threshold
 from training import features as engine
 from training.augment import AUGMENTS
@@ -163,6 +164,13 @@ def fit_classifier_line(
     if normal_index is not None:
         defect = 1.0 - _softmax(val_logits, temperature)[:, normal_index]
         calibration["defect_confidence"] = calibration_summary(defect)
+        normal_val = defect[val[0].labels == normal_index]
+        if normal_val.size:  # what a good part scores: the reference of the drift checks
+            calibration["normal_defect_confidence"] = calibration_summary(normal_val)
+        normal_paths = [item.path for item in dataset.items if item.label == normal_index]
+        intensities = file_intensities(normal_paths, options.image_size)
+        if intensities.size:
+            calibration["input"] = calibration_summary(intensities)
     timer.mark("calibrate")
 
     metrics = None

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.preprocess import file_intensities
 from models.scoring import AnomalyScorer
 from models.threshold import Threshold, from_labelled, from_normal_scores
 from training import features as engine
@@ -130,6 +131,7 @@ def fit_image_line(line: str, data: Path | str, options: FitOptions, store: Mode
                 evaluation.metrics["note"] = "threshold chosen on these test images: the rates are optimistic"
         timer.mark("evaluate")
     scorer.threshold = threshold
+    intensities = file_intensities(train_paths, options.image_size)
 
     card = _card(
         line,
@@ -145,6 +147,8 @@ def fit_image_line(line: str, data: Path | str, options: FitOptions, store: Mode
         evaluation,
         timer,
     )
+    if intensities.size:  # the reference of the served input statistic (drift checks)
+        card.calibration["input"] = calibration_summary(intensities)
     stored = store.write_version(card, scorer.fitted_state(), promote=options.promote)
     timer.mark("store")
     stored.timings.update({**timer.marks, "total": timer.total()})

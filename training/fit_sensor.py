@@ -130,7 +130,8 @@ def fit_sensor_line(line: str, data: Path | str, options: SensorFitOptions, stor
     timer.mark("train")
 
     scorer = SensorModel.from_torch(model, Threshold(1.0, "unset", 0.0), table.features, options.top_features)
-    holdout_scores = scorer.predict(table.values[split.holdout]).scores
+    holdout = scorer.predict(table.values[split.holdout])
+    holdout_scores = holdout.scores
     if labelled:
         calibration_scores = scorer.predict(table.values[split.calibrate]).scores
         threshold = from_labelled(
@@ -155,7 +156,7 @@ def fit_sensor_line(line: str, data: Path | str, options: SensorFitOptions, stor
         ),
         head=HeadInfo(kind="autoencoder", params=model.params(), scorer={"top_features": scorer.top_k}),
         threshold=threshold.to_dict(),
-        calibration=calibration_summary(holdout_scores),
+        calibration={**calibration_summary(holdout_scores), "input": calibration_summary(holdout.input_rms)},
         metrics=metrics,
         data=DataInfo(
             root=str(table.path.resolve()),

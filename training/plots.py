@@ -41,3 +41,32 @@ def score_histogram(scores: np.ndarray, labels: np.ndarray, threshold: float, ti
     finally:
         plt.close(fig)
     return buffer.getvalue()
+
+
+GROUP_COLOURS = {"good": "#2b8a3e", "defective": "#c92a2a", "unlabelled": "#868e96"}
+
+
+def binned_histogram(
+    edges: list[float], counts: dict[str, list[int]], threshold: float, title: str = "", xlabel: str = "score"
+) -> bytes:
+    """PNG bytes of histograms already counted in shared ``edges`` (one step outline per group), with the
+    threshold. Uses matplotlib's object API, not pyplot, so threads of a server can draw at once."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for name, values in counts.items():
+        if sum(values):
+            colour = GROUP_COLOURS.get(name)
+            ax.stairs(values, edges, fill=True, alpha=0.45, color=colour, label=f"{name} ({sum(values)})")
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1.5, label=f"threshold {threshold:.4g}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("parts")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()

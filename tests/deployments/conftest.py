@@ -3,11 +3,15 @@ sensor line and an image-classifier line."""
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +35,31 @@ IMAGE_SIZE = 128
 MAX_IMAGE_BYTES = 2_000_000
 
 
+class Webhook:
+    """A receiver of the drift webhook: a real HTTP server on loopback that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        received: list[dict[str, Any]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                received.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/drift"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
 @dataclass
 class Service:
     url: str
@@ -38,6 +67,7 @@ class Service:
     data: Path
     sensor_data: Path
     class_data: Path
+    webhook: Webhook
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60)
@@ -68,6 +98,14 @@ def service(ray_session: None, synthetic_line: Path, tmp_path_factory: pytest.Te
     class_data = write_class_folders(tmp_path_factory.mktemp("classes") / "parts", seed=4, size=IMAGE_SIZE)
     classifier_options = ClassifierFitOptions(image_size=IMAGE_SIZE, views=2, progress=False)
     fit_classifier_line(CLASSIFIER_LINE, class_data, classifier_options, store)
+    webhook = Webhook()
+    history = {
+        "url": f"sqlite:///{tmp_path_factory.mktemp('history') / 'history.db'}",
+        "drift_check_interval_s": 1.0,
+        "drift_window": 300,
+        "webhook_url": webhook.url,
+        "flush_interval_s": 0.05,
+    }
     app = config_file.application(config_file.read())
     args = config_file.app_args(
         app,
@@ -75,6 +113,7 @@ def service(ray_session: None, synthetic_line: Path, tmp_path_factory: pytest.Te
         default_line="press-a",
         default_sensor_line=SENSOR_LINE,
         max_image_bytes=MAX_IMAGE_BYTES,
+        history=history,
         backbones=[{"name": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "image_size": IMAGE_SIZE}],
     )
     options = config_file.deployment_options(
@@ -95,5 +134,6 @@ def service(ray_session: None, synthetic_line: Path, tmp_path_factory: pytest.Te
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    yield Service(url, store, synthetic_line, sensor_data, class_data)
+    yield Service(url, store, synthetic_line, sensor_data, class_data, webhook)
     serve.delete("lineguard")
+    webhook.close()

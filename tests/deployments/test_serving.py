@@ -42,6 +42,7 @@ def test_health_docs_and_lines(service: Service) -> None:
             "Preprocessor": "ok",
             "Scorer": "ok",
             "SensorScorer": "ok",
+            "Recorder": "ok",
             "Backbone": "ok",
         }
         assert client.get("/docs").status_code == 200

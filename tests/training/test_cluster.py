@@ -53,8 +53,9 @@ def test_kuberay_required_fields(manifest: dict[str, Any]) -> None:
         assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
         container = group["template"]["spec"]["containers"][0]
         assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
-        env = {e["name"]: e["value"] for e in container["env"]}
+        env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
         assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["LINEGUARD_STORE"].startswith("s3://")
+        assert env["LINEGUARD_HISTORY_URL"] == {"secretKeyRef": {"name": "lineguard-history", "key": "url"}}
     gpu = groups["gpu-workers"]["template"]["spec"]
     resources = gpu["containers"][0]["resources"]
     assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == 1

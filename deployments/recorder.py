@@ -1,0 +1,228 @@
+"""Recorder deployment: the one writer of the prediction history, and the reader behind the history,
+stats, histogram, drift and suggestion routes.
+
+The ingress's outbox (``deployments.outbox``) sends rows in batches; ``record`` returns once they are
+committed, and raises while the database is away, so the rows stay queued in the ingress and nothing is
+lost while this replica restarts or the database does. The schema is migrated (Alembic) on the first
+call that reaches the database, so the service starts even when the database is not up yet.
+
+A background task checks the lines that received predictions for drift every
+``history.drift_check_interval_s``, sets the drift gauges, and POSTs to ``history.webhook_url`` when a
+line enters drift. SQLite allows one writer: run one replica of this deployment with a sqlite:/// URL;
+with PostgreSQL it scales like the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import urllib.request
+from typing import Any
+
+from ray import serve
+
+from deployments.config import HistoryArgs, resolve_history_url
+from deployments.messages import ItemError
+from deployments.telemetry import DRIFT_LEVEL, RecorderMetrics
+from history.db import HistoryDB, HistoryQuery, display_url
+from history.reports import LineFacts, line_drift, line_stats, score_histogram, threshold_suggestion
+from models.drift import DriftRules
+from training.store import LineNotFoundError, ModelStore
+
+log = logging.getLogger("ray.serve")
+MAX_LINEAGE = 1000
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+class Recorder:
+    def __init__(self, history: dict[str, Any], store: str) -> None:
+        self.args = HistoryArgs(**history)
+        if self.args.url is None:
+            raise ValueError("history.url is unset: build the Recorder from AppArgs, which resolves it")
+        self.db = HistoryDB(resolve_history_url(self.args.url))
+        self.store = ModelStore(store)
+        self.rules = DriftRules(
+            psi_warning=self.args.psi_warning,
+            psi_drift=self.args.psi_drift,
+            ks_alpha=self.args.ks_alpha,
+            min_recent=self.args.drift_min_recent,
+        )
+        self.metrics = RecorderMetrics()
+        self._migrated = False
+        self._lineage: dict[tuple[str, str], tuple[LineFacts, tuple[str, ...]]] = {}
+        self._drift: dict[str, dict[str, Any]] = {}
+        self._monitor: asyncio.Task[None] | None = None
+        self.webhook_failures = 0
+        self.last_error: str | None = None
+
+    # --- database access (threads: SQLAlchemy is blocking) --------------------------------------
+    def _ready(self) -> HistoryDB:
+        if not self._migrated:
+            self.db.migrate()
+            self._migrated = True
+        return self.db
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except Exception as err:
+            self.last_error = f"{type(err).__name__}: {str(err)[:300]}"
+            raise
+
+    def _facts(self, line: str, version: str) -> tuple[LineFacts, tuple[str, ...]]:
+        """The line's facts at ``version`` and the versions whose scores compare with it (its parents)."""
+        key = (line, version)
+        if key not in self._lineage:
+            card = self.store.read_card(line, version)
+            chain, parent = [version], card.parent
+            while parent is not None and len(chain) < MAX_LINEAGE:
+                chain.append(parent)
+                try:
+                    parent = self.store.read_card(line, parent).parent
+                except (LineNotFoundError, OSError, ValueError):
+                    break
+            self._lineage[key] = (LineFacts.of(card), tuple(chain))
+        return self._lineage[key]
+
+    # --- writes ----------------------------------------------------------------------------------
+    async def record(self, rows: list[dict[str, Any]]) -> int:
+        """Commit rows; raises while the database is away (the ingress keeps them and tries again)."""
+        if self._monitor is None:
+            self._monitor = asyncio.get_running_loop().create_task(self._watch())
+        written: int = await self._run(lambda: self._ready().insert(rows))
+        self.metrics.written.inc(written)
+        return written
+
+    async def feedback(self, prediction_id: str, label: str, by: str | None, note: str | None) -> dict[str, Any] | None:
+        def apply() -> dict[str, Any] | None:
+            db = self._ready()
+            return db.get(prediction_id) if db.set_feedback(prediction_id, label, time.time(), by, note) else None
+
+        result: dict[str, Any] | None = await self._run(apply)
+        return result
+
+    # --- reads -----------------------------------------------------------------------------------
+    async def get(self, prediction_id: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = await self._run(lambda: self._ready().get(prediction_id))
+        return result
+
+    async def page(self, query: HistoryQuery, after: str | None, limit: int) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = await self._run(lambda: self._ready().page(query, after, limit))
+        return rows
+
+    async def stats(self, line: str, version: str, since: float) -> dict[str, Any]:
+        facts, _ = self._facts(line, version)
+        result: dict[str, Any] = await self._run(lambda: line_stats(self._ready(), facts, since, self.args.max_rows))
+        return result
+
+    async def histogram(self, line: str, version: str, since: float) -> dict[str, Any]:
+        facts, versions = self._facts(line, version)
+        result: dict[str, Any] = await self._run(
+            lambda: score_histogram(self._ready(), facts, versions, since, self.args.max_rows)
+        )
+        return result
+
+    async def drift(self, line: str, version: str) -> dict[str, Any]:
+        facts, versions = self._facts(line, version)
+        result: dict[str, Any] = await self._run(
+            lambda: line_drift(self._ready(), facts, versions, self.args.drift_window, self.rules)
+        )
+        return result
+
+    async def suggestion(
+        self, line: str, version: str, since: float, miss_rate: float | None, over_detection_rate: float | None
+    ) -> dict[str, Any] | ItemError:
+        facts, versions = self._facts(line, version)
+        try:
+            result: dict[str, Any] = await self._run(
+                lambda: threshold_suggestion(
+                    self._ready(), facts, versions, since, self.args.max_rows, miss_rate, over_detection_rate
+                )
+            )
+        except ValueError as err:
+            return ItemError(422, str(err))
+        return result
+
+    async def health(self) -> dict[str, Any]:
+        def probe() -> int:
+            return self._ready().count(HistoryQuery(since=time.time()))
+
+        try:
+            await asyncio.wait_for(self._run(probe), 5.0)
+            reachable = True
+        except Exception:
+            reachable = False
+        return {
+            "database": self.db.backend,
+            "url": display_url(self.db.url),
+            "reachable": reachable,
+            "last_error": self.last_error,
+            "webhook_failures": self.webhook_failures,
+            "drift": {line: d["status"] for line, d in self._drift.items()},
+        }
+
+    def ping(self) -> str:
+        return "ok"
+
+    # --- drift watch -----------------------------------------------------------------------------
+    async def _watch(self) -> None:
+        checked = time.time()
+        while True:
+            await asyncio.sleep(self.args.drift_check_interval_s)
+            now = time.time()
+            try:
+                await self.check_drift(since=checked)
+            except Exception as err:  # the database is away: try again next round
+                log.warning("drift check failed: %s", err)
+            checked = now
+
+    async def check_drift(self, since: float = 0.0) -> dict[str, str]:
+        """Check every line with predictions since ``since``; returns line -> status (also called by tests)."""
+        lines: list[str] = await self._run(lambda: self._ready().active_lines(since))
+        out = {}
+        for line in lines:
+            try:
+                version = await asyncio.to_thread(self.store.current_version, line)
+                report = await self.drift(line, version)
+            except LineNotFoundError:
+                continue
+            previous = self._drift.get(line, {}).get("status")
+            self._drift[line] = report
+            out[line] = report["status"]
+            self.metrics.drift_status.set(DRIFT_LEVEL[report["status"]], {"line": line})
+            for measure, result in report["measures"].items():
+                if result["psi"] is not None:
+                    self.metrics.drift_psi.set(result["psi"], {"line": line, "measure": measure})
+            rate = await self._run(lambda line=line: self._recent_anomaly_rate(line))
+            if rate is not None:
+                self.metrics.anomaly_rate.set(rate, {"line": line})
+            if report["status"] == "drift" and previous != "drift" and self.args.webhook_url:
+                await asyncio.to_thread(self._notify, report)
+        return out
+
+    def _recent_anomaly_rate(self, line: str) -> float | None:
+        flags = self._ready().arrays(HistoryQuery(line=line), ("is_anomaly",), self.args.drift_window)["is_anomaly"]
+        return float(flags.mean()) if flags.size else None
+
+    def _notify(self, report: dict[str, Any]) -> None:
+        assert self.args.webhook_url is not None
+        body = json.dumps({"event": "drift", "at": time.time(), **report}).encode()
+        for attempt in range(3):
+            request = urllib.request.Request(
+                self.args.webhook_url, body, {"Content-Type": "application/json"}, method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    if response.status < 300:
+                        return
+            except OSError as err:
+                log.warning("drift webhook to %s failed (try %d): %s", self.args.webhook_url, attempt + 1, err)
+            time.sleep(0.5 * 2**attempt)
+        self.webhook_failures += 1
+
+    async def __del__(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+        self.db.close()

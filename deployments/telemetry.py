@@ -1,0 +1,135 @@
+"""Prometheus metrics through Ray Serve's metrics API: they are exported by Ray's metrics agent on every
+node (``ray start --metrics-export-port``), beside Ray's own ``ray_serve_*`` metrics, each name with
+Ray's ``ray_`` prefix (``ray_lineguard_requests_total``...).
+
+The ingress counts requests, errors, latency and decisions per line and says which version serves each
+line; the Recorder sets the drift and anomaly-rate gauges. Metric objects are made inside the replica
+(``IngressMetrics()``/``RecorderMetrics()``), never at import, so the controller and tests import freely.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import time
+from typing import Any
+
+from ray.serve import metrics
+
+LATENCY_BOUNDARIES_MS = [1.0, 2.0, 5.0, 10.0, 20.0, 35.0, 50.0, 75.0, 100.0, 150.0, 250.0, 500.0, 1e3, 2.5e3, 5e3, 1e4]
+DRIFT_LEVEL = {"insufficient_data": -1, "ok": 0, "warning": 1, "drift": 2}
+_LINE_PATH = re.compile(r"^/v1/lines/([^/]+)/(predict(?:/batch)?)$")
+_DEFAULT_ROUTES = {"/predict": "predict", "/anomaly": "anomaly"}
+
+# the line a request turned out to be for (the plain /predict and /anomaly routes resolve it inside)
+current_line: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("lineguard_line")
+
+
+def _keys(*names: str) -> Any:
+    """Tag keys (Ray's hint says a 1-tuple; any tuple of names works)."""
+    return names
+
+
+class IngressMetrics:
+    def __init__(self) -> None:
+        self.requests = metrics.Counter(
+            "lineguard_requests",
+            "scoring requests by line, route and HTTP status",
+            tag_keys=_keys("line", "route", "status"),
+        )
+        self.errors = metrics.Counter(
+            "lineguard_errors", "scoring requests answered with a 4xx or 5xx", tag_keys=_keys("line", "route", "status")
+        )
+        self.latency = metrics.Histogram(
+            "lineguard_request_latency_ms",
+            "scoring request latency in the ingress, milliseconds",
+            boundaries=LATENCY_BOUNDARIES_MS,
+            tag_keys=_keys("line", "route"),
+        )
+        self.predictions = metrics.Counter(
+            "lineguard_predictions",
+            "parts scored, by decision (ok / ng or the class)",
+            tag_keys=_keys("line", "decision"),
+        )
+        self.anomalies = metrics.Counter(
+            "lineguard_anomalies", "parts flagged (ng or a defect class)", tag_keys=_keys("line")
+        )
+        self.model_info = metrics.Gauge(
+            "lineguard_model_info", "1 for the version that serves a line", tag_keys=_keys("line", "version", "kind")
+        )
+        self.history_dropped = metrics.Counter("lineguard_history_dropped", "history rows dropped: outbox full")
+        self.history_queued = metrics.Gauge("lineguard_history_queued", "history rows waiting for the Recorder")
+        self._versions: dict[str, str] = {}
+
+    def served(self, line: str, version: str, kind: str) -> None:
+        previous = self._versions.get(line)
+        if previous == version:
+            return
+        if previous is not None:
+            self.model_info.set(0, {"line": line, "version": previous, "kind": kind})
+        self.model_info.set(1, {"line": line, "version": version, "kind": kind})
+        self._versions[line] = version
+
+    def decided(self, line: str, decisions: dict[str, int], flagged: int) -> None:
+        for decision, count in decisions.items():
+            self.predictions.inc(count, {"line": line, "decision": decision})
+        if flagged:
+            self.anomalies.inc(flagged, {"line": line})
+
+
+class RecorderMetrics:
+    def __init__(self) -> None:
+        self.written = metrics.Counter("lineguard_history_written", "prediction rows written to the history database")
+        self.drift_psi = metrics.Gauge(
+            "lineguard_drift_psi", "PSI of the recent window", tag_keys=_keys("line", "measure")
+        )
+        self.drift_status = metrics.Gauge(
+            "lineguard_drift_status", "-1 insufficient data, 0 ok, 1 warning, 2 drift", tag_keys=_keys("line")
+        )
+        self.anomaly_rate = metrics.Gauge(
+            "lineguard_anomaly_rate", "share of flagged parts in the drift window", tag_keys=_keys("line")
+        )
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: times the scoring routes and counts them by line and status."""
+
+    def __init__(self, app: Any, get_metrics: Any) -> None:
+        self.app = app
+        self.get_metrics = get_metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope.get("type") == "http" else ""
+        match = _LINE_PATH.match(path)
+        route = match.group(2) if match else _DEFAULT_ROUTES.get(path)
+        recorder: IngressMetrics | None = self.get_metrics()
+        if route is None or recorder is None:
+            await self.app(scope, receive, send)
+            return
+        holder = {"line": "unknown"}  # until the route has resolved a real line (no tag per made-up name)
+        token = current_line.set(holder)
+        status = {"code": 500}
+        started = time.perf_counter()
+
+        async def send_status(message: dict[str, Any]) -> None:
+            if message.get("type") == "http.response.start":
+                status["code"] = int(message.get("status", 500))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            current_line.reset(token)
+            tags = {"line": holder["line"][:64], "route": route}
+            code = str(status["code"])
+            recorder.requests.inc(1, {**tags, "status": code})
+            if status["code"] >= 400:
+                recorder.errors.inc(1, {**tags, "status": code})
+            recorder.latency.observe((time.perf_counter() - started) * 1000, tags)
+
+
+def note_line(line: str) -> None:
+    """Tell the metrics middleware which line this request is for (the plain routes find out late)."""
+    holder = current_line.get(None)
+    if holder is not None:
+        holder["line"] = line
