@@ -105,11 +105,12 @@ class AppArgs(_Strict):
     @model_validator(mode="after")
     def _history_url(self) -> AppArgs:
         if self.history.url is None:
-            if "://" in self.store:
+            local = self.store.removeprefix("file://")
+            if "://" in local:
                 raise ValueError(
                     f"store {self.store!r} is remote: give history.url (e.g. postgresql+psycopg://user@host/lineguard)"
                 )
-            url = f"sqlite:///{Path(self.store).expanduser().resolve() / 'history.db'}"
+            url = f"sqlite:///{Path(local).expanduser().resolve() / 'history.db'}"
             object.__setattr__(self, "history", self.history.model_copy(update={"url": url}))
         return self
 

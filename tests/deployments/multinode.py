@@ -55,7 +55,7 @@ def run(store: str, line: str, reading: list[float]) -> dict[str, Any]:
 
     app = config_file.application(config_file.read())
     os.environ.update(config_file.env_vars(app))
-    # the head alone must fit every replica once the worker is gone (2.75 CPUs of replicas)
+    # the head alone must fit every replica once the worker is gone (2.65 CPUs of replicas)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3})
     worker = cluster.add_node(num_cpus=2)
     ray.init(address=cluster.address, log_to_driver=False)

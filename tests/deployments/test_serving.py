@@ -275,6 +275,7 @@ def test_overload_gets_503_with_retry_after_and_service_recovers(service: Servic
         app,
         store=str(service.store.root),
         backbones=[{"name": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "image_size": 128}],
+        history={"enabled": False},  # the session's app records; this one is about queues
     )
     options = config_file.deployment_options(
         app,

@@ -1,0 +1,107 @@
+"""How fast the history database writes and answers, SQLite beside PostgreSQL in one run.
+
+    python -m benchmarks.history                                   # SQLite in a temporary folder
+    python -m benchmarks.history --postgres postgresql+psycopg://postgres@127.0.0.1:5432/bench
+
+Writes ``--rows`` prediction rows in batches of ``--batch`` (the outbox's batch size), the way the
+Recorder does, then times what the routes ask of it: a history page, a filtered page, the stats of a
+line, its histogram and its drift check, each the median of ``--repeat`` calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from history.db import HistoryDB, HistoryQuery
+from history.ids import new_ids
+from history.reports import LineFacts, line_drift, line_stats, score_histogram
+from models.drift import DriftRules
+
+
+def make_rows(n: int, line: str, rng: np.random.Generator) -> list[dict[str, Any]]:
+    now = time.time()
+    scores = rng.gamma(2.0, 0.3, n)
+    return [
+        {
+            "id": i,
+            "line": line,
+            "kind": "image-anomaly",
+            "model_version": "v1",
+            "ts": now,
+            "sensor_id": f"cam-{k % 8}",
+            "source": f"part-{k}.png",
+            "score": float(s),
+            "threshold": 1.5,
+            "decision": "ng" if s > 1.5 else "ok",
+            "is_anomaly": bool(s > 1.5),
+            "latency_ms": 20.0 + k % 17,
+            "digest": "0" * 32,
+            "input_stat": 0.45,
+        }
+        for k, (i, s) in enumerate(zip(new_ids(n, now), scores, strict=True))
+    ]
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def run(url: str, rows: int, batch: int, repeat: int) -> dict[str, float]:
+    db = HistoryDB(url)
+    db.migrate()
+    rng = np.random.default_rng(0)
+    lines = ["bench-a", "bench-b"]
+    data = [make_rows(rows // len(lines), line, rng) for line in lines]
+    started = time.perf_counter()
+    for part in data:
+        for i in range(0, len(part), batch):
+            db.insert(part[i : i + batch])
+    write_s = time.perf_counter() - started
+    facts = LineFacts("bench-a", "image-anomaly", "v1", 1.5, ("ok", "ng"), "ok", tuple(rng.gamma(2, 0.3, 500)), ())
+    for row in data[0][:2000]:  # some feedback, as operators give it
+        db.set_feedback(row["id"], "ng" if row["score"] > 1.4 else "ok", time.time(), None, None)
+    out = {
+        "rows_per_s": rows / write_s,
+        "page_ms": timed(lambda: db.page(HistoryQuery(line="bench-a"), None, 100), repeat),
+        "filtered_page_ms": timed(lambda: db.page(HistoryQuery(line="bench-a", sensor_id="cam-3"), None, 100), repeat),
+        "stats_ms": timed(lambda: line_stats(db, facts, 0.0, 100_000), repeat),
+        "histogram_ms": timed(lambda: score_histogram(db, facts, ("v1",), 0.0, 100_000), repeat),
+        "drift_ms": timed(lambda: line_drift(db, facts, ("v1",), 500, DriftRules()), repeat),
+    }
+    db.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--postgres", help="a PostgreSQL URL to compare with (an empty database)")
+    args = parser.parse_args()
+    targets = {"sqlite": f"sqlite:///{Path(tempfile.mkdtemp()) / 'history.db'}"}
+    if args.postgres:
+        targets["postgresql"] = args.postgres
+    results = {name: run(url, args.rows, args.batch, args.repeat) for name, url in targets.items()}
+    keys = list(next(iter(results.values())))
+    print(f"{args.rows} rows, batches of {args.batch}; median of {args.repeat} calls")
+    print(f"{'':20}" + "".join(f"{name:>14}" for name in results))
+    for key in keys:
+        print(f"{key:20}" + "".join(f"{results[name][key]:14.1f}" for name in results))
+
+
+if __name__ == "__main__":
+    main()
