@@ -123,7 +123,8 @@ def start_application(store_dir: Path, args: argparse.Namespace) -> tuple[int, f
     from deployments.app import bind_graph
 
     app = config_file.application(config_file.read(args.config))
-    app_args = config_file.app_args(app, store=str(store_dir))
+    history = {"enabled": False} if args.no_history else None
+    app_args = config_file.app_args(app, store=str(store_dir), history=history)
     options = config_file.deployment_options(app, **parse_sets(args.set))
     # the application's runtime_env and --env reach every replica through Ray's environment
     os.environ.update(config_file.env_vars(app))
@@ -195,6 +196,7 @@ def main() -> None:
                         help="environment variable for the Ray processes, e.g. OMP_WAIT_POLICY=PASSIVE")
     parser.add_argument("--no-haproxy", action="store_true", help="Serve's Python proxy instead of HAProxy")
     parser.add_argument("--no-grpc", action="store_true", help="object-store hops instead of gRPC")
+    parser.add_argument("--no-history", action="store_true", help="answers not recorded (no Recorder)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
