@@ -519,42 +519,30 @@ class Ingress(HistoryRoutes):
     ) -> Prediction | ClassPrediction:
         """The answer for one image; its history row is queued under the id the answer carries."""
         prediction_id = new_id()
-        prediction = await self._answer(entry, result, data, started, sensor_id, heatmap, prediction_id)
-        row = image_row(
-            entry, result, prediction_id, time.time(), prediction.inference_time_ms, sensor_id, source, data
-        )
-        self._record(entry, [row])
-        return prediction
-
-    async def _answer(
-        self,
-        entry: LineEntry,
-        result: ScoreResult | ClassResult,
-        data: bytes,
-        started: float,
-        sensor_id: str | None,
-        heatmap: bool,
-        prediction_id: str,
-    ) -> Prediction | ClassPrediction:
+        prediction: Prediction | ClassPrediction
         if isinstance(result, ClassResult):
-            return _class_prediction(entry, result, started, sensor_id, prediction_id)
-        png = None
-        if heatmap and result.anomaly_map is not None:
-            png = await asyncio.to_thread(
-                _heatmap_png, data, result, entry.card.backbone.image_size if entry.card.backbone else 256
+            prediction = _class_prediction(entry, result, started, sensor_id, prediction_id)
+        else:
+            png = None
+            if heatmap and result.anomaly_map is not None:
+                png = await asyncio.to_thread(
+                    _heatmap_png, data, result, entry.card.backbone.image_size if entry.card.backbone else 256
+                )
+            prediction = Prediction(
+                line=entry.line,
+                model_version=entry.version,
+                anomaly_score=result.score,
+                threshold=result.threshold,
+                normalized_score=result.normalized,
+                is_anomaly=result.is_anomaly,
+                inference_time_ms=round((time.perf_counter() - started) * 1000, 3),
+                sensor_id=sensor_id,
+                heatmap_png=png,
+                prediction_id=prediction_id,
             )
-        return Prediction(
-            line=entry.line,
-            model_version=entry.version,
-            anomaly_score=result.score,
-            threshold=result.threshold,
-            normalized_score=result.normalized,
-            is_anomaly=result.is_anomaly,
-            inference_time_ms=round((time.perf_counter() - started) * 1000, 3),
-            sensor_id=sensor_id,
-            heatmap_png=png,
-            prediction_id=prediction_id,
-        )
+        latency = prediction.inference_time_ms
+        self._record(entry, [image_row(entry, result, prediction_id, time.time(), latency, sensor_id, source, data)])
+        return prediction
 
     # --- routes ----------------------------------------------------------------------------------
     @app.post(

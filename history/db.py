@@ -102,16 +102,16 @@ class HistoryDB:
     # --- writes ----------------------------------------------------------------------------------
     def insert(self, rows: Sequence[dict[str, Any]]) -> int:
         """Write prediction rows (``RECORD_COLUMNS``) in one transaction; ids already there are skipped.
-        Returns how many were new."""
+        Returns the rows committed (a batch sent again counts again; the table holds each id once).
+        No RETURNING to count the new ones: on PostgreSQL it cut the write rate from 31k to 5.7k rows/s."""
         if not rows:
             return 0
         dialect = postgresql if self.backend == "postgresql" else sqlite
-        statement = (
-            dialect.insert(predictions).on_conflict_do_nothing(index_elements=["id"]).returning(predictions.c.id)
-        )
+        statement = dialect.insert(predictions).on_conflict_do_nothing(index_elements=["id"])
         clean = [{k: row.get(k) for k in RECORD_COLUMNS} for row in rows]
         with self.engine.begin() as conn:
-            return len(conn.execute(statement, clean).all())
+            conn.execute(statement, clean)
+        return len(clean)
 
     def set_feedback(self, prediction_id: str, label: str, at: float, by: str | None, note: str | None) -> bool:
         with self.engine.begin() as conn:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from history.ids import is_id
 from tests.deployments.conftest import CLASSIFIER_LINE, LINES, MAX_IMAGE_BYTES, SENSOR_LINE, Service
 from tests.models.test_preprocess import png_header_only
 from training.fit_image import FitOptions, fit_image_line
@@ -176,7 +177,8 @@ def test_plain_predict_endpoint_uses_the_default_line(service: Service) -> None:
     path = images(service, "scratch", 1)[0]
     with service.client() as client:
         body = client.post("/predict", files={"file": (path.name, path.read_bytes(), "image/png")}).json()
-    assert set(body) == {"anomaly_score", "threshold", "is_anomaly", "line", "model_version"}
+    assert set(body) == {"anomaly_score", "threshold", "is_anomaly", "line", "model_version", "prediction_id"}
+    assert is_id(body["prediction_id"])  # for the operator's feedback
     assert body["line"] == "press-a" and body["is_anomaly"] is True
 
 

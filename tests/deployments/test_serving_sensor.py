@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
+from history.ids import is_id
 from tests.deployments.conftest import LINES, SENSOR_LINE, Service
 from training.fit_sensor import SensorFitOptions, fit_sensor_line
 from training.line_model import sensor_model_from_card
@@ -75,9 +76,10 @@ def test_plain_anomaly_endpoint(service: Service, table: SensorTable) -> None:
     with service.client() as client:
         single = client.post("/anomaly", json={"values": table.values[0].tolist()})
         assert single.status_code == 200, single.text
-        assert set(single.json()) == {"score", "status"} and single.json()["status"] in ("normal", "anomaly")
+        assert set(single.json()) == {"score", "status", "prediction_id"}
+        assert single.json()["status"] in ("normal", "anomaly") and is_id(single.json()["prediction_id"])
         batch = client.post("/anomaly", json={"values": table.values[:4].tolist()}).json()
-        assert len(batch["score"]) == len(batch["status"]) == 4
+        assert len(batch["score"]) == len(batch["status"]) == len(batch["prediction_id"]) == 4
         detail = client.get(f"/v1/lines/{SENSOR_LINE}").json()
         assert detail["kind"] == "sensor-anomaly" and detail["features"] == FEATURES
 
