@@ -80,9 +80,19 @@ def run_demo(
     serve_config = serve_launcher.prepare_config(config, store_location, "127.0.0.1", port, DEMO_LINE)
 
     def show() -> None:
+        answer = ""
         for path in samples:
             print(f"$ curl -F file=@{path} {url}/v1/lines/{DEMO_LINE}/predict")
-            print(_post_image(f"{url}/v1/lines/{DEMO_LINE}/predict", path))
+            answer = _post_image(f"{url}/v1/lines/{DEMO_LINE}/predict", path)
+            print(answer)
+        prediction_id = json.loads(answer).get("prediction_id")  # an operator confirms the scratch
+        if prediction_id:
+            feedback = f"{url}/v1/predictions/{prediction_id}/feedback"
+            print(f"""$ curl -H 'content-type: application/json' -d '{{"label": "ng"}}' {feedback}""")
+            print(_post_json(feedback, json.dumps({"label": "ng", "operator": "demo"})))
+            print(f"$ curl {url}/v1/lines/{DEMO_LINE}/stats?window=1h")
+            with urllib.request.urlopen(f"{url}/v1/lines/{DEMO_LINE}/stats?window=1h", timeout=60) as response:
+                print(response.read().decode())
         for reading in readings:
             body = json.dumps({"values": reading})
             print(f"$ curl -H 'content-type: application/json' -d '{body}' {url}/v1/lines/{DEMO_SENSOR_LINE}/predict")
@@ -90,6 +100,8 @@ def run_demo(
         print(f"$ curl -F file=@{sorted_part} {url}/v1/lines/{DEMO_CLASSIFIER_LINE}/predict")
         print(_post_image(f"{url}/v1/lines/{DEMO_CLASSIFIER_LINE}/predict", sorted_part))
         print(f"\nAPI docs: {url}/docs   lines: {url}/v1/lines   health: {url}/healthz")
+        print(f"history: {url}/v1/lines/{DEMO_LINE}/history   drift: {url}/v1/lines/{DEMO_LINE}/drift   ", end="")
+        print(f"histogram: {url}/v1/lines/{DEMO_LINE}/histogram.png")
 
     return serve_launcher.run_foreground(serve_config, serve_launcher.serve_environment(), f"{url}/healthz", show)
 

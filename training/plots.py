@@ -57,7 +57,7 @@ def binned_histogram(
     fig = Figure(figsize=(7, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for name, values in counts.items():
+    for name, values in sorted(counts.items(), key=lambda item: item[0] != "unlabelled"):  # unlabelled behind
         if sum(values):
             colour = GROUP_COLOURS.get(name)
             ax.stairs(values, edges, fill=True, alpha=0.45, color=colour, label=f"{name} ({sum(values)})")
