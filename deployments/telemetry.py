@@ -79,7 +79,9 @@ class IngressMetrics:
 
 class RecorderMetrics:
     def __init__(self) -> None:
-        self.written = metrics.Counter("lineguard_history_written", "prediction rows in committed writes (a re-sent batch counts again)")
+        self.written = metrics.Counter(
+            "lineguard_history_written", "prediction rows in committed writes (a re-sent batch counts again)"
+        )
         self.drift_psi = metrics.Gauge(
             "lineguard_drift_psi", "PSI of the recent window", tag_keys=_keys("line", "measure")
         )

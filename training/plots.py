@@ -9,38 +9,16 @@ import numpy as np
 
 def score_histogram(scores: np.ndarray, labels: np.ndarray, threshold: float, title: str = "") -> bytes:
     """PNG bytes of overlaid histograms of good (label 0) and defective (label 1) scores."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     scores = np.asarray(scores, dtype=float)
     labels = np.asarray(labels).astype(bool)
     low = float(min(scores.min(initial=threshold), threshold))
     high = float(max(scores.max(initial=threshold), threshold))
-    bins = np.linspace(low, high + 1e-9, 41).tolist()
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    try:
-        ax.hist(scores[~labels], bins=bins, alpha=0.6, color="#2b8a3e", label=f"good ({int((~labels).sum())})")
-        if labels.any():
-            ax.hist(
-                scores[labels],
-                bins=bins,
-                alpha=0.6,
-                color="#c92a2a",
-                label=f"defective ({int(labels.sum())})",
-            )
-        ax.axvline(threshold, color="black", linestyle="--", linewidth=1.5, label=f"threshold {threshold:.3g}")
-        ax.set_xlabel("anomaly score")
-        ax.set_ylabel("images")
-        ax.set_title(title)
-        ax.legend()
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-    finally:
-        plt.close(fig)
-    return buffer.getvalue()
+    edges = np.linspace(low, high + 1e-9, 41)
+    counts = {
+        "good": np.histogram(scores[~labels], edges)[0].tolist(),
+        "defective": np.histogram(scores[labels], edges)[0].tolist(),
+    }
+    return binned_histogram(edges.tolist(), counts, threshold, title, "anomaly score")
 
 
 GROUP_COLOURS = {"good": "#2b8a3e", "defective": "#c92a2a", "unlabelled": "#868e96"}
