@@ -233,7 +233,6 @@ class Ingress(HistoryRoutes):
 
     def _record(self, entry: LineEntry, rows: list[dict[str, Any]]) -> None:
         """Count the answers in the metrics and queue them for the history (off the request path)."""
-        note_line(entry.line)
         self.metrics.served(entry.line, entry.version, entry.card.kind)
         if not rows:
             return

@@ -53,6 +53,7 @@ class Recorder:
         self._migrated = False
         self._lineage: dict[tuple[str, str], tuple[LineFacts, tuple[str, ...]]] = {}
         self._drift: dict[str, dict[str, Any]] = {}
+        self._active: set[str] = set()  # lines written since the last drift check
         self._monitor: asyncio.Task[None] | None = None
         self.webhook_failures = 0
         self.last_error: str | None = None
@@ -93,6 +94,7 @@ class Recorder:
             self._monitor = asyncio.get_running_loop().create_task(self._watch())
         written: int = await self._run(lambda: self._ready().insert(rows))
         self.metrics.written.inc(written)
+        self._active.update(row["line"] for row in rows)
         return written
 
     async def feedback(self, prediction_id: str, label: str, by: str | None, note: str | None) -> dict[str, Any] | None:
@@ -113,19 +115,19 @@ class Recorder:
         return rows
 
     async def stats(self, line: str, version: str, since: float) -> dict[str, Any]:
-        facts, _ = self._facts(line, version)
+        facts, _ = await asyncio.to_thread(self._facts, line, version)
         result: dict[str, Any] = await self._run(lambda: line_stats(self._ready(), facts, since, self.args.max_rows))
         return result
 
     async def histogram(self, line: str, version: str, since: float) -> dict[str, Any]:
-        facts, versions = self._facts(line, version)
+        facts, versions = await asyncio.to_thread(self._facts, line, version)
         result: dict[str, Any] = await self._run(
             lambda: score_histogram(self._ready(), facts, versions, since, self.args.max_rows)
         )
         return result
 
     async def drift(self, line: str, version: str) -> dict[str, Any]:
-        facts, versions = self._facts(line, version)
+        facts, versions = await asyncio.to_thread(self._facts, line, version)
         result: dict[str, Any] = await self._run(
             lambda: line_drift(self._ready(), facts, versions, self.args.drift_window, self.rules)
         )
@@ -134,7 +136,7 @@ class Recorder:
     async def suggestion(
         self, line: str, version: str, since: float, miss_rate: float | None, over_detection_rate: float | None
     ) -> dict[str, Any] | ItemError:
-        facts, versions = self._facts(line, version)
+        facts, versions = await asyncio.to_thread(self._facts, line, version)
         try:
             result: dict[str, Any] = await self._run(
                 lambda: threshold_suggestion(
@@ -146,11 +148,8 @@ class Recorder:
         return result
 
     async def health(self) -> dict[str, Any]:
-        def probe() -> int:
-            return self._ready().count(HistoryQuery(since=time.time()))
-
         try:
-            await asyncio.wait_for(self._run(probe), 5.0)
+            await asyncio.wait_for(self._run(lambda: self._ready().ping()), 5.0)
             reachable = True
         except Exception:
             reachable = False
@@ -168,19 +167,17 @@ class Recorder:
 
     # --- drift watch -----------------------------------------------------------------------------
     async def _watch(self) -> None:
-        checked = time.time()
         while True:
             await asyncio.sleep(self.args.drift_check_interval_s)
-            now = time.time()
+            lines, self._active = self._active, set()
             try:
-                await self.check_drift(since=checked)
+                await self.check_drift(sorted(lines))
             except Exception as err:  # the database is away: try again next round
+                self._active |= lines
                 log.warning("drift check failed: %s", err)
-            checked = now
 
-    async def check_drift(self, since: float = 0.0) -> dict[str, str]:
-        """Check every line with predictions since ``since``; returns line -> status (also called by tests)."""
-        lines: list[str] = await self._run(lambda: self._ready().active_lines(since))
+    async def check_drift(self, lines: list[str]) -> dict[str, str]:
+        """Check ``lines`` (those this replica wrote since the last check); returns line -> status."""
         out = {}
         for line in lines:
             try:
@@ -195,16 +192,11 @@ class Recorder:
             for measure, result in report["measures"].items():
                 if result["psi"] is not None:
                     self.metrics.drift_psi.set(result["psi"], {"line": line, "measure": measure})
-            rate = await self._run(lambda line=line: self._recent_anomaly_rate(line))
-            if rate is not None:
-                self.metrics.anomaly_rate.set(rate, {"line": line})
+            if report["anomaly_rate"] is not None:
+                self.metrics.anomaly_rate.set(report["anomaly_rate"], {"line": line})
             if report["status"] == "drift" and previous != "drift" and self.args.webhook_url:
                 await asyncio.to_thread(self._notify, report)
         return out
-
-    def _recent_anomaly_rate(self, line: str) -> float | None:
-        flags = self._ready().arrays(HistoryQuery(line=line), ("is_anomaly",), self.args.drift_window)["is_anomaly"]
-        return float(flags.mean()) if flags.size else None
 
     def _notify(self, report: dict[str, Any]) -> None:
         assert self.args.webhook_url is not None

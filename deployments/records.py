@@ -5,10 +5,9 @@ their ``score`` is the defect confidence (what their threshold applies to)."""
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
-
-import numpy as np
 
 from deployments.lines import LineEntry
 from deployments.messages import ClassResult, ScoreResult
@@ -89,8 +88,7 @@ def sensor_rows(
 
 def decisions(rows: list[dict[str, Any]]) -> tuple[dict[str, int], int]:
     """Count of each decision and of flagged parts, for the metrics."""
-    values, counts = np.unique(np.asarray([r["decision"] for r in rows], dtype=object), return_counts=True)
-    return {str(v): int(c) for v, c in zip(values, counts, strict=True)}, sum(1 for r in rows if r["is_anomaly"])
+    return dict(Counter(r["decision"] for r in rows)), sum(1 for r in rows if r["is_anomaly"])
 
 
 def iso(ts: float | None) -> str | None:

@@ -134,7 +134,9 @@ def line_drift(
     db: HistoryDB, facts: LineFacts, versions: tuple[str, ...], window: int, rules: DriftRules
 ) -> dict[str, Any]:
     """The last ``window`` scores (and input statistics) against the version's calibration."""
-    rows = db.arrays(HistoryQuery(line=facts.line, versions=versions), ("score", "input_stat", "ts"), window)
+    rows = db.arrays(
+        HistoryQuery(line=facts.line, versions=versions), ("score", "input_stat", "ts", "is_anomaly"), window
+    )
     measures: dict[str, Any] = {
         "score": assess(np.asarray(facts.reference_scores), rows["score"], rules).to_dict(),
     }
@@ -146,6 +148,7 @@ def line_drift(
         "version": facts.version,
         "status": worst([m["status"] for m in measures.values()]),
         "window": window,
+        "anomaly_rate": float(rows["is_anomaly"].mean()) if ts.size else None,
         "recent_from": float(ts.min()) if ts.size else None,
         "recent_to": float(ts.max()) if ts.size else None,
         "measures": measures,
