@@ -72,6 +72,23 @@ class HistoryArgs(_Strict):
         return value
 
 
+class SecurityArgs(_Strict):
+    """API keys and CORS (keys themselves: ``lineguard keys create|list|revoke``, in the model store)."""
+
+    keys_refresh_s: float = Field(2.0, gt=0, le=300, description="a new or revoked key takes effect within this")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="browser origins allowed to call the API, e.g. https://qa.example.com"
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"CORS origin {origin!r} must look like https://host[:port] (or '*' for any)")
+        return value
+
+
 def resolve_history_url(url: str) -> str:
     """``env:NAME`` -> the value of that environment variable (read where the Recorder runs)."""
     if not url.startswith("env:"):
@@ -88,14 +105,15 @@ class AppArgs(_Strict):
     backbones: list[BackboneArgs] = Field(default_factory=lambda: [BackboneArgs()], min_length=1)
     default_line: str | None = Field(None, description="line served by the plain POST /predict")
     default_sensor_line: str | None = Field(None, description="sensor line served by the plain POST /anomaly")
-    max_image_bytes: int = Field(16 * MiB, gt=0)
-    max_request_bytes: int = Field(64 * MiB, gt=0)
-    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0)
-    max_batch_images: int = Field(32, ge=1, le=1024)
+    max_image_bytes: int = Field(16 * MiB, gt=0, description="one uploaded image file")
+    max_request_bytes: int = Field(64 * MiB, gt=0, description="any request body (413 beyond)")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="width x height, checked before decoding")
+    max_batch_images: int = Field(32, ge=1, le=1024, description="images per batch request")
     max_batch_vectors: int = Field(10_000, ge=1, le=1_000_000, description="sensor readings per request")
-    request_timeout_s: float = Field(30.0, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0, description="scoring time before a 503 with Retry-After")
     line_cache_ttl_s: float = Field(1.0, ge=0, description="how long a line's current version is cached")
     history: HistoryArgs = Field(default_factory=HistoryArgs)
+    security: SecurityArgs = Field(default_factory=SecurityArgs)
 
     @field_validator("default_line", "default_sensor_line")
     @classmethod

@@ -27,6 +27,7 @@ from deployments.messages import ItemError
 from deployments.outbox import Outbox
 from deployments.records import CSV_COLUMNS, api_record, csv_values, plain_record
 from deployments.schemas import Feedback, FeedbackRecorded, HistoryPage
+from deployments.security import check_every_line, check_line
 from history.db import MAX_PAGE, HistoryQuery
 from history.ids import decode_cursor, encode_cursor, id_time, is_id, parse_window
 from history.reports import ANOMALY_LABELS
@@ -180,6 +181,7 @@ class HistoryRoutes:
     async def prediction_history(
         self, response: Response, limit: int = LIMIT, cursor: str | None = CURSOR
     ) -> list[dict[str, Any]]:
+        check_every_line("GET /prediction_history")
         after = _after(cursor)
         rows = await self._history(lambda r: r.page.remote(HistoryQuery(), after, limit))
         if len(rows) == limit:
@@ -196,6 +198,7 @@ class HistoryRoutes:
         for _ in range(6):
             row = await self._history(lambda r: r.get.remote(prediction_id))
             if row is not None:
+                check_line(row["line"])
                 return dict(row)
             if time.time() - id_time(prediction_id) > 5:  # not one still on its way from another replica
                 break

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from ray import serve
@@ -58,12 +58,14 @@ from deployments.schemas import (
     ThresholdChanged,
     ThresholdUpdate,
 )
+from deployments.security import CORS, AuthMiddleware, BodyLimitMiddleware, KeyCache
 from deployments.sensor_input import Readings, parse_readings
 from deployments.telemetry import IngressMetrics, MetricsMiddleware, note_line
 from history.ids import new_id, new_ids
 from models.preprocess import open_image, resize
 from models.sensor_model import SensorScores
 from models.visualize import normalise_map, overlay, png_bytes
+from training.keys import KeyRing
 from training.store import ModelStore
 from training.thresholds import set_severity, set_threshold
 
@@ -98,8 +100,22 @@ app = FastAPI(
 )
 
 
-_STATE: dict[str, IngressMetrics] = {}  # the replica's metrics, for the middleware (made in the replica)
-app.add_middleware(MetricsMiddleware, get_metrics=lambda: _STATE.get("metrics"))
+@dataclass
+class _Replica:
+    """What the middleware needs from the replica (made there, not at import)."""
+
+    metrics: IngressMetrics | None = None
+    keys: KeyCache | None = None
+    max_request_bytes: int | None = None
+    cors_origins: list[str] | None = None
+
+
+_STATE = _Replica()
+# added innermost first: CORS -> body limit -> metrics -> API keys -> routes
+app.add_middleware(AuthMiddleware, get_keys=lambda: _STATE.keys)
+app.add_middleware(MetricsMiddleware, get_metrics=lambda: _STATE.metrics)
+app.add_middleware(BodyLimitMiddleware, get_limit=lambda: _STATE.max_request_bytes)
+app.add_middleware(CORS, get_origins=lambda: _STATE.cors_origins)
 app.include_router(history_router)
 
 
@@ -207,7 +223,7 @@ class Ingress(HistoryRoutes):
         args: dict[str, Any],
     ) -> None:
         self.args = AppArgs(**args)
-        self.metrics = _STATE["metrics"] = IngressMetrics()
+        self.metrics = _STATE.metrics = IngressMetrics()
         self.recorder = recorder
         history = self.args.history
         self.outbox = (
@@ -224,6 +240,9 @@ class Ingress(HistoryRoutes):
         )
         self.store = ModelStore(self.args.store)
         self.lines = LineDirectory(self.store, self.args.line_cache_ttl_s)
+        _STATE.keys = KeyCache(KeyRing(self.store), self.args.security.keys_refresh_s)
+        _STATE.max_request_bytes = self.args.max_request_bytes
+        _STATE.cors_origins = self.args.security.cors_origins
         self.preprocessor = preprocessor
         self.scorer = scorer
         self.sensor_scorer = sensor_scorer
@@ -483,6 +502,8 @@ class Ingress(HistoryRoutes):
             raise APIError(413, f"request body is {length} bytes, over the limit of {self.args.max_request_bytes}")
         try:
             form = await request.form(max_files=limit, max_fields=10)
+        except HTTPException:  # the body limit
+            raise
         except Exception as err:  # starlette raises MultiPartException and friends for malformed bodies
             if "Too many files" in str(err):
                 raise APIError(413, f"more than {limit} files in one request, over the limit of {limit}") from err
@@ -686,6 +707,8 @@ class Ingress(HistoryRoutes):
             classes=card.classifier.classes if card.classifier else None,
             normal_class=card.classifier.normal_class if card.classifier else None,
             severity=card.classifier.severity if card.classifier else None,
+            refused_version=self.lines.refused.get(line, (None, None))[0],
+            refused_reason=self.lines.refused.get(line, (None, None))[1],
         )
 
     @app.put(

@@ -3,17 +3,25 @@
 The answer is cached for ``ttl_s`` (1 s by default): after that the line's ``CURRENT`` pointer is read
 again (one small file), and a new version, from a fit or a threshold change, is picked up. Every
 replica converges within ``ttl_s`` without any restart or broadcast.
+
+A new version is checked before it serves (card valid, model file matching its checksum, safetensors):
+a corrupt one is refused with an error in the log, and the version that served keeps serving (a
+replica that starts after the corruption serves the newest older version that passes the check).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
 from deployments.errors import APIError, unknown_line
+from deployments.security import allowed, check_line
 from training.card import ModelCard, check_line_name
-from training.store import LineNotFoundError, ModelStore
+from training.store import LineNotFoundError, ModelStore, StoreError
+
+log = logging.getLogger("ray.serve")
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class LineDirectory:
         self.store = store
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, LineEntry]] = {}
+        self.refused: dict[str, tuple[str, str]] = {}  # line -> (version, why) of a corrupt CURRENT
 
     async def get(self, line: str) -> LineEntry:
         """The line's version in service; 422 for a malformed name, 404 for an unknown line."""
@@ -50,6 +59,7 @@ class LineDirectory:
             check_line_name(line)
         except ValueError as err:
             raise APIError(422, str(err)) from err
+        check_line(line)
         now = time.monotonic()
         cached = self._cache.get(line)
         if cached and cached[0] > now:
@@ -61,11 +71,47 @@ class LineDirectory:
     def _refresh(self, line: str, previous: LineEntry | None) -> LineEntry:
         try:
             version = self.store.current_version(line)
-            if previous is not None and previous.version == version:
-                return previous
-            return LineEntry(self.store.read_card(line, version))
         except LineNotFoundError as err:
             raise unknown_line(line) from err
+        except (StoreError, ValueError) as err:  # an unreadable pointer
+            return self._keep(line, "CURRENT", f"{err}", previous)
+        if previous is not None and (previous.version == version or self.refused.get(line, ("",))[0] == version):
+            return previous
+        try:
+            entry = self._checked(line, version)
+        except (StoreError, ValueError) as err:
+            return self._keep(line, version, str(err), previous)
+        self.refused.pop(line, None)
+        return entry
+
+    def _checked(self, line: str, version: str) -> LineEntry:
+        card = self.store.read_card(line, version)
+        self.store.verify(card)
+        return LineEntry(card)
+
+    def _keep(self, line: str, version: str, why: str, previous: LineEntry | None) -> LineEntry:
+        """A corrupt version is refused: the previous one keeps serving (else the newest older good one)."""
+        fallback = previous
+        if fallback is None:
+            newest = int(version[1:]) if version[1:].isdigit() else None
+            for older in reversed(self.store.versions(line)):
+                if newest is None or int(older[1:]) < newest:
+                    try:
+                        fallback = self._checked(line, older)
+                        break
+                    except (StoreError, ValueError):
+                        continue
+        serving = fallback.version if fallback else "no version"
+        if self.refused.get(line) != (version, why):
+            self.refused[line] = (version, why)
+            log.error(
+                "line %s: version %s is refused (%s); %s keeps serving. Promote a good version "
+                "(`lineguard promote %s vN`) or refit the line",
+                line, version, why, serving, line,
+            )  # fmt: skip
+        if fallback is None:
+            raise APIError(503, f"line {line!r} has no version that loads: {version} is refused ({why})")
+        return fallback
 
     def invalidate(self, line: str) -> None:
         self._cache.pop(line, None)
@@ -73,7 +119,7 @@ class LineDirectory:
     async def all(self) -> list[LineEntry]:
         names = await asyncio.to_thread(self.store.lines)
         entries = []
-        for name in names:
+        for name in filter(allowed, names):
             try:
                 entries.append(await self.get(name))
             except APIError:  # removed between listing and reading

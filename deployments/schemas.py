@@ -110,6 +110,10 @@ class LineDetail(LineSummary):
     classes: list[str] | None = Field(None, description="classifier lines: the classes it answers")
     normal_class: str | None = None
     severity: dict[str, float] | None = Field(None, description="classifier lines: level -> lowest defect confidence")
+    refused_version: str | None = Field(
+        None, description="the version CURRENT names, refused as corrupt (this version serves instead)"
+    )
+    refused_reason: str | None = None
 
 
 class ThresholdUpdate(BaseModel):

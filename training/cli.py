@@ -207,6 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
     sev.add_argument("--note", default=None)
     sev.set_defaults(func=cmd_severity)
 
+    keys = sub.add_parser("keys", help="API keys of the service (when any exists, every route but /healthz needs one)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    kc = keys_sub.add_parser("create", help="make a key and print it once (only its SHA-256 is stored)")
+    kc.add_argument("--name", required=True, help="who or what uses it, e.g. 'line 3 camera PC'")
+    kc.add_argument(
+        "--scope", choices=["predict", "admin"], default="predict",
+        help="predict: score and read history; admin: also thresholds, severity rules and feedback",
+    )  # fmt: skip
+    kc.add_argument("--line", action="append", default=None, help="limit the key to this line (repeatable)")
+    kc.set_defaults(func=cmd_keys_create)
+    keys_sub.add_parser("list", help="keys with their scope, lines and state").set_defaults(func=cmd_keys_list)
+    kr = keys_sub.add_parser("revoke", help="revoke a key by its id (refused within security.keys_refresh_s)")
+    kr.add_argument("id")
+    kr.set_defaults(func=cmd_keys_revoke)
+
     sv = sub.add_parser("serve", help="run the HTTP service from serve_config.yaml until Ctrl-C")
     sv.add_argument("--config", type=Path, default=Path("serve_config.yaml"))
     sv.add_argument("--host", default=None, help="override http_options.host (e.g. 127.0.0.1)")
@@ -766,6 +781,40 @@ def cmd_severity(args: argparse.Namespace) -> int:
     card = set_severity(_store(args), args.line, _levels(args.rules, "severity"), note=args.note)
     assert card.classifier is not None
     print(f"line {args.line}: severity {card.classifier.severity} stored as {card.version} (in service)")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from training.keys import KeyRing
+
+    key, record = KeyRing(_store(args)).create(args.name, args.scope, args.line)
+    lines = ", ".join(record.lines) if record.lines else "every line"
+    print(key)
+    print(f"key {record.id} ({record.name}): scope {record.scope}, {lines}. Keep it now: it is not shown again.",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from training.keys import KeyRing
+
+    records = KeyRing(_store(args)).records()
+    if not records:
+        print("no API keys: the service runs open. `lineguard keys create --name NAME` makes one")
+        return 0
+    print(f"{'id':<10}{'name':<28}{'scope':<9}{'lines':<24}{'created':<18}state")
+    for r in records:
+        lines = ",".join(r.lines) if r.lines else "*"
+        state = "active" if r.active else f"revoked {r.revoked_at:%Y-%m-%d %H:%M}"
+        print(f"{r.id:<10}{r.name[:27]:<28}{r.scope:<9}{lines[:23]:<24}{r.created_at:%Y-%m-%d %H:%M}  {state}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from training.keys import KeyRing
+
+    record = KeyRing(_store(args)).revoke(args.id)
+    print(f"key {record.id} ({record.name}) revoked")
     return 0
 
 

@@ -147,6 +147,18 @@ class ModelStore:
             )
         return data
 
+    def verify(self, card: ModelCard) -> None:
+        """Check a version before it serves: its model file matches the card's checksum and is safetensors."""
+        data = self.read_tensor_bytes(card)
+        size = int.from_bytes(data[:8], "little") if len(data) >= 8 else 0
+        try:
+            if not 0 < size <= len(data) - 8 or not isinstance(json.loads(data[8 : 8 + size]), dict):
+                raise ValueError("no safetensors header")
+        except ValueError as err:
+            raise CorruptModelError(
+                f"model file of line {card.line!r} version {card.version} is not valid safetensors ({err})"
+            ) from err
+
     def read_tensors(self, card: ModelCard) -> dict[str, torch.Tensor]:
         """The version's tensors (checksum-verified)."""
         from safetensors.torch import load as load_safetensors
@@ -170,6 +182,21 @@ class ModelStore:
             raise CorruptModelError(
                 f"model file of {card.line!r} {card.version} is not valid safetensors: {err}"
             ) from err
+
+    def read_aux(self, name: str) -> bytes | None:
+        """A service file beside the lines (``_keys/keys.json``), or None when there is none."""
+        path = self._aux_path(name)
+        return self._read(path) if self._exists(path) else None
+
+    def write_aux(self, name: str, data: bytes) -> None:
+        path = self._aux_path(name)
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        self._write(path, data)
+
+    def _aux_path(self, name: str) -> str:
+        if not name.startswith("_") or ".." in name or name.startswith("_/"):
+            raise ValueError(f"service files live in folders starting with '_' (never a line): got {name!r}")
+        return f"{self.root}/{name}"
 
     # --- writing -----------------------------------------------------------------------------------
     def write_version(self, card: ModelCard, tensors: Mapping[str, torch.Tensor], promote: bool = True) -> ModelCard:

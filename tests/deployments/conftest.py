@@ -22,6 +22,7 @@ from models.anomaly_model import ImageAnomalyModel
 from training.fit_classifier import ClassifierFitOptions, fit_classifier_line
 from training.fit_image import FitOptions, fit_image_line
 from training.fit_sensor import SensorFitOptions, fit_sensor_line
+from training.keys import KEYS_FILE, KeyRing
 from training.line_model import load_image_model
 from training.store import ModelStore
 from training.synthetic import write_class_folders
@@ -33,6 +34,8 @@ SENSOR_LINE = "spindle-1"  # a sensor line beside the image lines
 CLASSIFIER_LINE = "sorter-1"  # a classifier line on the same backbone
 IMAGE_SIZE = 128
 MAX_IMAGE_BYTES = 2_000_000
+MAX_REQUEST_BYTES = 8_000_000
+ORIGIN = "http://qa.example.com"  # the one browser origin allowed by CORS
 
 
 class Webhook:
@@ -76,6 +79,38 @@ class Service:
         return load_image_model(self.store, line, device="cpu")[1]
 
 
+@dataclass
+class Keys:
+    reader: str  # predict, every line
+    admin: str
+    press_a: str  # predict, line press-a only
+    revoked: str
+
+
+def wait_for(condition: Any, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def api_keys(service: Service) -> Iterator[Keys]:
+    """Keys in the session's store (the service needs them while they exist); removed afterwards."""
+    ring = KeyRing(service.store)
+    keys = Keys(
+        reader=ring.create("reader")[0],
+        admin=ring.create("admin", "admin")[0],
+        press_a=ring.create("press-a camera", lines=["press-a"])[0],
+        revoked=ring.create("old")[0],
+    )
+    ring.revoke(keys.revoked.split("_")[1])
+    wait_for(lambda: httpx.get(f"{service.url}/v1/lines", timeout=10).status_code == 401)
+    yield keys
+    (Path(service.store.root) / KEYS_FILE).unlink()
+    wait_for(lambda: httpx.get(f"{service.url}/v1/lines", timeout=10).status_code == 200)  # open again
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,7 +148,9 @@ def service(ray_session: None, synthetic_line: Path, tmp_path_factory: pytest.Te
         default_line="press-a",
         default_sensor_line=SENSOR_LINE,
         max_image_bytes=MAX_IMAGE_BYTES,
+        max_request_bytes=MAX_REQUEST_BYTES,
         history=history,
+        security={"keys_refresh_s": 0.3, "cors_origins": [ORIGIN]},
         backbones=[{"name": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "image_size": IMAGE_SIZE}],
     )
     options = config_file.deployment_options(
