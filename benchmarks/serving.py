@@ -69,9 +69,9 @@ def image_form(images: list[bytes]) -> Callable[[int], dict[str, Any]]:
     return request
 
 
-def ray_memory_mb() -> dict[str, float]:
-    """Resident memory of Ray's processes (and HAProxy) on this machine, from /proc."""
-    totals: dict[str, float] = {}
+def ray_processes() -> list[tuple[int, str, float]]:
+    """``(pid, name, resident MB)`` of every Ray process (and HAProxy) on this machine, from /proc."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -90,7 +90,15 @@ def ray_memory_mb() -> dict[str, float]:
             name = Path(command.split()[0]).name
         else:
             continue
-        totals[name] = totals.get(name, 0.0) + rss_kb / 1024
+        found.append((int(entry.name), name, rss_kb / 1024))
+    return found
+
+
+def ray_memory_mb() -> dict[str, float]:
+    """Resident memory of Ray's processes (and HAProxy), summed by process name."""
+    totals: dict[str, float] = {}
+    for _, name, mb in ray_processes():
+        totals[name] = totals.get(name, 0.0) + mb
     return totals
 
 

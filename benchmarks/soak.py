@@ -1,0 +1,217 @@
+"""Soak: mixed image and sensor traffic through the whole application on loopback, for ten minutes.
+
+    python -m benchmarks.soak [--duration 600] [--image-clients 4] [--sensor-clients 4] [--out soak.json]
+
+The application of ``serve_config.yaml`` (history recorded, as shipped) serves an image line and a sensor
+line, fitted on synthetic data at start. Clients post images and sensor readings without pause. Reported:
+
+- errors: every answer that is not a 200, and every failed connection (target 0);
+- p99 latency per minute, per kind, and its drift: the last minute's p99 over the first's;
+- resident memory of every Ray process (and HAProxy), sampled every ``--sample-every`` s: growth from
+  the end of the warm-up minute (when caches and pools are full) to the end (target < 10% each).
+
+Exit status 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.serving import ray_processes, start_application
+from benchmarks.timing import summary
+
+MEMORY_TARGET = 0.10
+
+
+def fit_lines(store_dir: Path) -> tuple[list[bytes], list[list[float]]]:
+    """An image line ``soak-img`` and a sensor line ``soak-sensor``; images and readings to send."""
+    from training.data import discover
+    from training.fit_image import FitOptions, fit_image_line
+    from training.fit_sensor import SensorFitOptions, fit_sensor_line
+    from training.sensor_data import read_table
+    from training.store import ModelStore
+    from training.synthetic import write_line
+    from training.synthetic_sensor import write_csv
+    from training.train_sensor import TrainOptions
+
+    store = ModelStore(store_dir)
+    data = write_line(store_dir.parent / "images", size=256)
+    fit_image_line("soak-img", data, FitOptions(evaluate=False, progress=False), store)
+    dataset = discover(data)
+    images = [s.path.read_bytes() for s in (dataset.test or dataset.train)[:32]]
+    table = write_csv(store_dir.parent / "sensor.csv", rows=3000, seed=5)
+    fit_sensor_line("soak-sensor", table, SensorFitOptions(train=TrainOptions(epochs=40, workers=0)), store)
+    readings = read_table(table).values[:500].tolist()
+    return images, readings
+
+
+async def drive(
+    base: str, images: list[bytes], readings: list[list[float]], args: argparse.Namespace
+) -> tuple[list[tuple[float, str, float, int]], list[tuple[float, dict[int, tuple[str, float]]]]]:
+    """Run the clients for ``args.duration`` s; returns (time, kind, latency ms, status) per request and
+    the memory samples (time, {pid: (name, MB)})."""
+    import aiohttp
+
+    outcomes: list[tuple[float, str, float, int]] = []
+    samples: list[tuple[float, dict[int, tuple[str, float]]]] = []
+    began = time.perf_counter()
+    stop_at = began + args.duration
+    connector = aiohttp.TCPConnector(limit=args.image_clients + args.sensor_clients + 4)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+        async def image_client(index: int) -> None:
+            i = index
+            while time.perf_counter() < stop_at:
+                form = aiohttp.FormData()
+                form.add_field("file", images[i % len(images)], filename="part.png", content_type="image/png")
+                await call("image", f"{base}/v1/lines/soak-img/predict", {"data": form})
+                i += args.image_clients
+
+        async def sensor_client(index: int) -> None:
+            i = index
+            while time.perf_counter() < stop_at:
+                body = {"values": readings[i % len(readings)], "sensor_id": f"spindle-{index}"}
+                await call("sensor", f"{base}/v1/lines/soak-sensor/predict", {"json": body})
+                i += args.sensor_clients
+
+        async def call(kind: str, url: str, kwargs: dict[str, Any]) -> None:
+            started = time.perf_counter()
+            try:
+                async with session.post(url, **kwargs) as response:
+                    await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError):
+                status = 0
+            now = time.perf_counter()
+            outcomes.append((now - began, kind, (now - started) * 1000, status))
+
+        async def sampler() -> None:
+            while time.perf_counter() < stop_at:
+                processes = await asyncio.to_thread(ray_processes)
+                samples.append((time.perf_counter() - began, {pid: (name, mb) for pid, name, mb in processes}))
+                await asyncio.sleep(args.sample_every)
+
+        clients = [image_client(c) for c in range(args.image_clients)]
+        clients += [sensor_client(c) for c in range(args.sensor_clients)]
+        await asyncio.gather(sampler(), *clients)
+    processes = await asyncio.to_thread(ray_processes)
+    samples.append((time.perf_counter() - began, {pid: (name, mb) for pid, name, mb in processes}))
+    return outcomes, samples
+
+
+def report(
+    outcomes: list[tuple[float, str, float, int]],
+    samples: list[tuple[float, dict[int, tuple[str, float]]]],
+    warmup_s: float,
+) -> dict[str, Any]:
+    errors: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    minutes: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for at, kind, latency, status in outcomes:
+        if status != 200:
+            errors[kind][status] += 1
+        else:
+            minutes[kind][int(at // 60)].append(latency)
+    kinds: dict[str, Any] = {}
+    for kind, by_minute in minutes.items():
+        p99 = {m: round(float(np.percentile(v, 99)), 1) for m, v in sorted(by_minute.items()) if len(v) >= 20}
+        ordered = list(p99.values())
+        everything = [latency for values in by_minute.values() for latency in values]
+        requests = sum(1 for o in outcomes if o[1] == kind)
+        kinds[kind] = {
+            "requests": requests,
+            "per_s": round(requests / max(1e-9, max(o[0] for o in outcomes)), 1),
+            "errors": dict(errors[kind]),
+            **{k: round(v, 1) for k, v in summary(everything).items()},
+            "p99_by_minute_ms": p99,
+            "p99_drift": round(ordered[-1] / ordered[0], 3) if len(ordered) >= 2 else None,
+        }
+    baseline = next((s for s in samples if s[0] >= warmup_s), samples[0])
+    final = samples[-1]
+    memory: list[dict[str, Any]] = []
+    for pid, (name, start_mb) in sorted(baseline[1].items(), key=lambda kv: -kv[1][1]):
+        if pid not in final[1]:
+            memory.append({"pid": pid, "process": name, "start_mb": round(start_mb, 1), "end_mb": None})
+            continue
+        end_mb = final[1][pid][1]
+        growth = (end_mb - start_mb) / start_mb if start_mb > 0 else 0.0
+        memory.append(
+            {"pid": pid, "process": name, "start_mb": round(start_mb, 1), "end_mb": round(end_mb, 1),
+             "growth": round(growth, 4)}
+        )  # fmt: skip
+    total_errors = sum(sum(e.values()) for e in errors.values())
+    worst = float(max((m["growth"] for m in memory if m["end_mb"] is not None), default=0.0))
+    return {
+        "duration_s": round(max((o[0] for o in outcomes), default=0.0), 1),
+        "errors": total_errors,
+        "kinds": kinds,
+        "memory_from_s": round(baseline[0], 1),
+        "memory_to_s": round(final[0], 1),
+        "memory": memory,
+        "worst_memory_growth": worst,
+        "processes_gone": [m["process"] for m in memory if m["end_mb"] is None],
+        "targets_met": total_errors == 0 and worst < MEMORY_TARGET and all(m["end_mb"] for m in memory),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds of traffic (default ten minutes)")
+    parser.add_argument("--warmup", type=float, default=60.0, help="seconds before the memory baseline")
+    parser.add_argument("--image-clients", type=int, default=4)
+    parser.add_argument("--sensor-clients", type=int, default=4)
+    parser.add_argument("--sample-every", type=float, default=15.0, help="seconds between memory samples")
+    parser.add_argument("--config", type=Path, default=Path(__file__).resolve().parents[1] / "serve_config.yaml")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    os.environ["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "1"
+    with tempfile.TemporaryDirectory(prefix="lineguard-soak-") as tmp:
+        store_dir = Path(tmp) / "store"
+        images, readings = fit_lines(store_dir)
+        app = argparse.Namespace(config=args.config, set=[], env=[], no_history=False)
+        port, _ = start_application(store_dir, app)
+        base = f"http://127.0.0.1:{port}"
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{base}/healthz", timeout=10).status_code != 200:
+            if time.monotonic() > deadline:
+                raise SystemExit("the application did not become healthy in 120 s")
+            time.sleep(0.5)
+        print(f"soak: {args.image_clients} image + {args.sensor_clients} sensor clients for {args.duration:.0f} s")
+        outcomes, samples = asyncio.run(drive(base, images, readings, args))
+        result = report(outcomes, samples, args.warmup)
+        health = httpx.get(f"{base}/healthz", timeout=10).json()
+        result["history"] = health.get("history")
+        from ray import serve
+
+        serve.shutdown()
+    print(f"errors: {result['errors']} (target 0)")
+    for kind, figures in result["kinds"].items():
+        print(
+            f"{kind:>7}: {figures['requests']} requests ({figures['per_s']}/s), p50 {figures['p50']} ms, "
+            f"p99 {figures['p99']} ms; p99 by minute {list(figures['p99_by_minute_ms'].values())} "
+            f"(last/first {figures['p99_drift']})"
+        )
+    print(f"memory growth from {result['memory_from_s']} s to {result['memory_to_s']} s (target < 10% each):")
+    for m in result["memory"]:
+        shown = "gone" if m["end_mb"] is None else f"{m['end_mb']:.0f} MB ({m['growth']:+.1%})"
+        print(f"  {m['process']:<40} {m['start_mb']:>7.0f} MB -> {shown}")
+    print("targets met" if result["targets_met"] else "TARGETS MISSED")
+    if args.out:
+        args.out.write_text(json.dumps({"settings": vars(args), **result}, indent=2, default=str))
+    raise SystemExit(0 if result["targets_met"] else 1)
+
+
+if __name__ == "__main__":
+    main()
