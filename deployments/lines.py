@@ -60,6 +60,9 @@ class LineDirectory:
         except ValueError as err:
             raise APIError(422, str(err)) from err
         check_line(line)
+        return await self._entry(line)
+
+    async def _entry(self, line: str) -> LineEntry:
         now = time.monotonic()
         cached = self._cache.get(line)
         if cached and cached[0] > now:
@@ -116,12 +119,13 @@ class LineDirectory:
     def invalidate(self, line: str) -> None:
         self._cache.pop(line, None)
 
-    async def all(self) -> list[LineEntry]:
+    async def all(self, visible_only: bool = True) -> list[LineEntry]:
+        """Every line in service; only those the request's API key may use, unless ``visible_only`` is off."""
         names = await asyncio.to_thread(self.store.lines)
         entries = []
-        for name in filter(allowed, names):
+        for name in filter(allowed, names) if visible_only else names:
             try:
-                entries.append(await self.get(name))
+                entries.append(await self._entry(name))
             except APIError:  # removed between listing and reading
                 continue
         return entries

@@ -79,6 +79,12 @@ class Service:
         return load_image_model(self.store, line, device="cpu")[1]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`lineguard serve` (test_serve_run.py) runs its own Serve with HAProxy: it goes first, before the
+    session's service starts (two HAProxy-fronted Serve instances on one machine contend for ports)."""
+    items.sort(key=lambda item: item.path.name != "test_serve_run.py")
+
+
 @dataclass
 class Keys:
     reader: str  # predict, every line

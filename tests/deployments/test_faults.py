@@ -19,7 +19,7 @@ from deployments import config_file
 from deployments.app import bind_graph
 from history.db import HistoryDB, HistoryQuery
 from tests.deployments.conftest import IMAGE_SIZE, Service
-from training.store import TENSORS_FILE
+from training.store import TENSORS_FILE, ModelStore
 
 pytestmark = pytest.mark.ray
 
@@ -31,6 +31,7 @@ LINE = "press-a"
 class Fault:
     url: str
     history_url: str
+    store: ModelStore
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +39,15 @@ def faults(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """The application again, one replica of each deployment, its own history database."""
     from ray import serve
 
-    history_url = f"sqlite:///{tmp_path_factory.mktemp('faults') / 'history.db'}"
+    folder = tmp_path_factory.mktemp("faults")
+    store = ModelStore(folder / "store")  # its own store, with a copy of one of the session's lines
+    card = service.store.read_card(LINE)
+    store.write_version_bytes(card, service.store.read_tensor_bytes(card))
+    history_url = f"sqlite:///{folder / 'history.db'}"
     app = config_file.application(config_file.read())
     args = config_file.app_args(
         app,
-        store=str(service.store.root),
+        store=str(store.root),
         backbones=[{"name": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "image_size": IMAGE_SIZE}],
         history={"url": history_url, "flush_interval_s": 0.05, "write_timeout_s": 5.0},
         line_cache_ttl_s=0.2,
@@ -57,7 +62,7 @@ def faults(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         SensorScorer=one,
     )
     serve.run(bind_graph(args, options), name="faults", route_prefix=PREFIX)
-    yield Fault(f"{service.url}{PREFIX}", history_url)
+    yield Fault(f"{service.url}{PREFIX}", history_url, store)
     serve.delete("faults")
 
 
@@ -179,7 +184,7 @@ def test_recorder_killed_under_load_loses_no_history(service: Service, faults: F
 
 
 def test_corrupted_version_is_refused_and_the_previous_keeps_serving(service: Service, faults: Fault) -> None:
-    store = service.store
+    store = faults.store
     source = store.read_card(LINE)
     good = store.write_version_bytes(source.model_copy(update={"line": "press-f"}), store.read_tensor_bytes(source))
     url = f"{faults.url}/v1/lines/press-f/predict"
