@@ -189,20 +189,6 @@ def _class_prediction(
 SMALL_SENSOR_REQUEST = 32  # readings; requests up to this size are micro-batched in the ingress
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with a 413 as soon as it passes ``limit`` bytes (declared or streamed)."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise APIError(413, f"request body is {length} bytes, over the limit of {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise APIError(413, f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 @dataclass
 class _Item:
     entry: LineEntry
@@ -410,7 +396,7 @@ class Ingress(HistoryRoutes):
                 f'{{"values": [..{entry.card.inputs.n_features} numbers..]}} with content-type application/json '
                 f"(got {content_type or 'none'!r})",
             )
-        body = await _read_body(request, self.args.max_request_bytes)
+        body = await request.body()  # BodyLimitMiddleware holds it to max_request_bytes
         readings = parse_readings(body, entry.line, entry.card.inputs.features, self.args.max_batch_vectors)
         sent = time.perf_counter()
         out = await self._score_vectors(entry, readings.values)
@@ -497,12 +483,9 @@ class Ingress(HistoryRoutes):
                 f"send the image as multipart/form-data with a file field named {field!r} "
                 f"(got content-type {content_type or 'none'!r})",
             )
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > self.args.max_request_bytes:
-            raise APIError(413, f"request body is {length} bytes, over the limit of {self.args.max_request_bytes}")
         try:
             form = await request.form(max_files=limit, max_fields=10)
-        except HTTPException:  # the body limit
+        except HTTPException:  # BodyLimitMiddleware: over max_request_bytes
             raise
         except Exception as err:  # starlette raises MultiPartException and friends for malformed bodies
             if "Too many files" in str(err):
@@ -692,6 +675,7 @@ class Ingress(HistoryRoutes):
         card = entry.card
         versions = await asyncio.to_thread(self.store.versions, line)
         metrics = {k: v for k, v in (card.metrics or {}).items() if k != "test_scores"} if card.metrics else None
+        refused = self.lines.refused.get(line, (None, None))
         return LineDetail(
             **_summary(entry).model_dump(),
             threshold_method=str(card.threshold.get("method")),
@@ -708,8 +692,8 @@ class Ingress(HistoryRoutes):
             classes=card.classifier.classes if card.classifier else None,
             normal_class=card.classifier.normal_class if card.classifier else None,
             severity=card.classifier.severity if card.classifier else None,
-            refused_version=self.lines.refused.get(line, (None, None))[0],
-            refused_reason=self.lines.refused.get(line, (None, None))[1],
+            refused_version=refused[0],
+            refused_reason=refused[1],
         )
 
     @app.put(

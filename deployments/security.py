@@ -51,15 +51,16 @@ def required_scope(method: str, path: str) -> Scope:
     return "admin" if method in ("POST", "PUT", "PATCH", "DELETE") and _ADMIN.match(path) else "predict"
 
 
+def _limited(principal: Principal, why: str) -> APIError:
+    lines = sorted(principal.lines or ())
+    return APIError(403, f"API key {principal.id} ({principal.name}) is limited to lines {lines}: {why}")
+
+
 def check_line(line: str) -> None:
     """Refuse (403) a line the request's key is not allowed to use; open service or no limit: pass."""
     principal = current_principal.get()
     if principal is not None and not principal.allows(line):
-        raise APIError(
-            403,
-            f"API key {principal.id} ({principal.name}) is limited to lines {sorted(principal.lines or ())}: "
-            f"it cannot use line {line!r}",
-        )
+        raise _limited(principal, f"it cannot use line {line!r}")
 
 
 def allowed(line: str) -> bool:
@@ -72,11 +73,7 @@ def check_every_line(route: str) -> None:
     """Refuse (403) a route over all lines to a key limited to some."""
     principal = current_principal.get()
     if principal is not None and principal.lines is not None:
-        raise APIError(
-            403,
-            f"API key {principal.id} ({principal.name}) is limited to lines {sorted(principal.lines)}: "
-            f"{route} covers every line; use the per-line routes under /v1/lines/{{line}}",
-        )
+        raise _limited(principal, f"{route} covers every line; use the per-line routes under /v1/lines/{{line}}")
 
 
 def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -175,13 +172,9 @@ class AuthMiddleware:
                 f"API key {principal.id} ({principal.name}) has scope {principal.scope}: "
                 f"{scope.get('method')} {path} needs an {needed} key",
             )
-        match = _LINE.match(path)
+        match = _LINE.match(path)  # refused before the body is read (routes check again where they resolve)
         if match and not principal.allows(match.group(1)):
-            raise APIError(
-                403,
-                f"API key {principal.id} ({principal.name}) is limited to lines {sorted(principal.lines or ())}: "
-                f"it cannot use line {match.group(1)!r}",
-            )
+            raise _limited(principal, f"it cannot use line {match.group(1)!r}")
         return principal
 
 
