@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint bench clean postgres
+.PHONY: demo test test-all lint bench clean postgres chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check models training deployments history benchmarks tests
 	$(BIN)/mypy
 
-test: lint postgres  ## the test command CI runs (.ci/run): lint, types, then every suite not marked slow
+test: lint postgres chromium  ## the test command CI runs (.ci/run): lint, types, then every suite not marked slow
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 # The history tests start their own PostgreSQL server on loopback from Debian's binaries; as root on a
@@ -32,7 +32,15 @@ postgres:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) ; } || \
 	  echo "PostgreSQL is not installed and cannot be installed here: its tests will be skipped"
 
-test-all: lint postgres  ## every suite, slow ones included
+# The web page's tests drive Debian's Chromium with Playwright (never a browser Playwright downloads); as root
+# on a Debian machine without it, this installs the chromium package (the tests are skipped without it).
+chromium:
+	@command -v chromium >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "Chromium is not installed and cannot be installed here: the web page's tests will be skipped"
+
+test-all: lint postgres chromium  ## every suite, slow ones included
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## image benchmark beside anomalib on the shared data (needs ../shared/datasets)

@@ -89,6 +89,15 @@ class SecurityArgs(_Strict):
         return value
 
 
+class WebArgs(_Strict):
+    """The operators' web page at ``/`` (README: Web page)."""
+
+    sample_roots: list[str] = Field(
+        default_factory=list,
+        description="folders the simulator may read test images from (MVTec layout under them, 3 levels deep)",
+    )
+
+
 def resolve_history_url(url: str) -> str:
     """``env:NAME`` -> the value of that environment variable (read where the Recorder runs)."""
     if not url.startswith("env:"):
@@ -114,6 +123,7 @@ class AppArgs(_Strict):
     line_cache_ttl_s: float = Field(1.0, ge=0, description="how long a line's current version is cached")
     history: HistoryArgs = Field(default_factory=HistoryArgs)
     security: SecurityArgs = Field(default_factory=SecurityArgs)
+    web: WebArgs = Field(default_factory=WebArgs)
 
     @field_validator("default_line", "default_sensor_line")
     @classmethod

@@ -290,6 +290,23 @@ class HistoryRoutes:
         return {"window": window, **result}
 
     @router.get(
+        "/v1/lines/{line}/threshold/rates",
+        summary="Miss and over-detection rates a threshold would give on the calibration data and the feedback",
+    )
+    async def threshold_rates(
+        self,
+        line: str,
+        threshold: float | None = Query(None, allow_inf_nan=False, description="default: the current threshold"),
+        window: str = Query("30d", max_length=16, description="feedback this far back"),
+    ) -> dict[str, Any]:
+        entry = await self.lines.get(line)
+        since = _since(window)
+        result: dict[str, Any] = await self._history(
+            lambda r: r.rates.remote(entry.line, entry.version, since, threshold)
+        )
+        return {"window": window, **result}
+
+    @router.get(
         "/v1/lines/{line}/drift", summary="Recent scores and inputs against the calibration: ok / warning / drift"
     )
     async def drift(self, line: str) -> JSONResponse:

@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
@@ -61,6 +61,8 @@ from deployments.schemas import (
 from deployments.security import CORS, AuthMiddleware, BodyLimitMiddleware, KeyCache, check_line
 from deployments.sensor_input import Readings, parse_readings
 from deployments.telemetry import IngressMetrics, MetricsMiddleware, note_line
+from deployments.web_routes import WebRoutes
+from deployments.web_routes import router as web_router
 from history.ids import new_id, new_ids
 from models.preprocess import open_image, resize
 from models.sensor_model import SensorScores
@@ -117,6 +119,7 @@ app.add_middleware(MetricsMiddleware, get_metrics=lambda: _STATE.metrics)
 app.add_middleware(BodyLimitMiddleware, get_limit=lambda: _STATE.max_request_bytes)
 app.add_middleware(CORS, get_origins=lambda: _STATE.cors_origins)
 app.include_router(history_router)
+app.include_router(web_router)
 
 
 @app.exception_handler(APIError)
@@ -198,7 +201,7 @@ class _Item:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128)
 @serve.ingress(app)
-class Ingress(HistoryRoutes):
+class Ingress(HistoryRoutes, WebRoutes):
     def __init__(
         self,
         preprocessor: DeploymentHandle[Any],
@@ -765,10 +768,6 @@ class Ingress(HistoryRoutes):
             history = {"status": "ok" if ok else "degraded", "outbox": outbox, **database}
         body = Health(status="ok" if healthy else "unavailable", store=store_ok, deployments=states, history=history)
         return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
-
-    @app.get("/", include_in_schema=False)
-    async def root(self) -> RedirectResponse:
-        return RedirectResponse("/docs")
 
 
 __all__ = ["Ingress", "app"]

@@ -27,7 +27,14 @@ from deployments.config import HistoryArgs, resolve_history_url
 from deployments.messages import ItemError
 from deployments.telemetry import DRIFT_LEVEL, RecorderMetrics
 from history.db import HistoryDB, HistoryQuery, display_url
-from history.reports import LineFacts, line_drift, line_stats, score_histogram, threshold_suggestion
+from history.reports import (
+    LineFacts,
+    line_drift,
+    line_stats,
+    score_histogram,
+    threshold_rates,
+    threshold_suggestion,
+)
 from models.drift import DriftRules
 from training.store import LineNotFoundError, ModelStore
 
@@ -142,6 +149,16 @@ class Recorder:
                 lambda: threshold_suggestion(
                     self._ready(), facts, versions, since, self.args.max_rows, miss_rate, over_detection_rate
                 )
+            )
+        except ValueError as err:
+            return ItemError(422, str(err))
+        return result
+
+    async def rates(self, line: str, version: str, since: float, threshold: float | None) -> dict[str, Any] | ItemError:
+        facts, versions = await asyncio.to_thread(self._facts, line, version)
+        try:
+            result: dict[str, Any] = await self._run(
+                lambda: threshold_rates(self._ready(), facts, versions, since, self.args.max_rows, threshold)
             )
         except ValueError as err:
             return ItemError(422, str(err))

@@ -5,12 +5,13 @@ Pure ASGI middleware around the ingress's FastAPI app, outermost first::
     CORS (answers preflights from allowed origins) -> body limit -> metrics -> API keys -> routes
 
 - **API keys** (``training/keys.py`` makes them): when any active key exists, every route except
-  ``/healthz`` needs one, sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. ``predict``
-  keys score and read; ``admin`` keys also change thresholds and severity rules and give feedback. A
-  key limited to lines is refused (403) on any other line: routes with ``/v1/lines/{line}`` in the path
-  are checked here, and the routes that find their line later (``/predict``, a prediction by id) call
-  :func:`check_line`. Keys are re-read from the store every ``security.keys_refresh_s``; if the store
-  cannot be read the last table stays in force (and with none yet, requests get a 503: closed, not open).
+  ``/healthz`` and the web page (``/``, ``/ui/*``: no data) needs one, sent as ``Authorization: Bearer
+  <key>`` or ``X-API-Key: <key>``. ``predict`` keys score and read; ``admin`` keys also change thresholds
+  and severity rules and give feedback. A key limited to lines is refused (403) on any other line: routes
+  with ``/v1/lines/{line}`` in the path are checked here, and the routes that find their line later
+  (``/predict``, a prediction by id) call :func:`check_line`. Keys are re-read from the store every
+  ``security.keys_refresh_s``; if the store cannot be read the last table stays in force (and with none
+  yet, requests get a 503: closed, not open).
 - **Body limit**: a declared ``Content-Length`` over ``max_request_bytes`` is refused before anything
   is read; a streamed body is counted and refused as soon as it passes the limit.
 - **CORS**: only origins in ``security.cors_origins`` get CORS headers (none by default).
@@ -35,7 +36,7 @@ from training.keys import KeyRing, KeyTable, Principal, Scope
 
 log = logging.getLogger("ray.serve")
 
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/"})  # and the web page's assets under /ui/ (they hold no data)
 _ADMIN = re.compile(r"^/v1/(?:lines/[^/]+/(?:threshold|severity)|predictions/[^/]+/feedback)$")
 _LINE = re.compile(r"^/v1/lines/([^/]+)")
 MAX_KEY_CHARS = 200
@@ -135,7 +136,7 @@ class AuthMiddleware:
     async def __call__(self, scope: Scope_, receive: Any, send: Any) -> None:
         keys = self.get_keys()
         path = scope.get("path", "")
-        if scope.get("type") != "http" or keys is None or path in OPEN_PATHS:
+        if scope.get("type") != "http" or keys is None or path in OPEN_PATHS or path.startswith("/ui/"):
             await self.app(scope, receive, send)
             return
         try:

@@ -16,7 +16,7 @@ import numpy as np
 
 from history.db import HistoryDB, HistoryQuery
 from models.drift import DriftRules, assess, worst
-from models.rates import confusion, percentiles, suggest_threshold
+from models.rates import confusion, labelled_rates, percentiles, score_range, suggest_threshold
 from training.card import ModelCard
 
 ANOMALY_LABELS = ("ok", "ng")
@@ -34,18 +34,23 @@ class LineFacts:
     normal: str | None  # the label of a good part (None: a classifier without a normal class)
     reference_scores: tuple[float, ...]
     reference_inputs: tuple[float, ...]
+    good_scores: tuple[float, ...] = ()  # held-out good parts of the fit (calibration)
+    test_scores: tuple[float, ...] = ()  # the fit's labelled test parts, when it had some
+    test_defective: tuple[bool, ...] = ()
 
     @classmethod
     def of(cls, card: ModelCard) -> LineFacts:
         calibration = card.calibration or {}
         if card.classifier is not None:
             labels, normal = tuple(card.classifier.classes), card.classifier.normal_class
+            good = (calibration.get("normal_defect_confidence") or {}).get("scores", [])
             reference = calibration.get("normal_defect_confidence") or calibration.get("defect_confidence") or {}
             scores = reference.get("scores", [])
         else:
             labels, normal = ANOMALY_LABELS, "ok"
-            scores = calibration.get("scores", [])
+            scores = good = calibration.get("scores", [])
         inputs = (calibration.get("input") or {}).get("scores", [])
+        test = (card.metrics or {}).get("test_scores") or {}
         return cls(
             card.line,
             card.kind,
@@ -55,6 +60,9 @@ class LineFacts:
             normal,
             tuple(scores),
             tuple(inputs),
+            tuple(good),
+            tuple(test.get("scores", [])),
+            tuple(bool(label) for label in test.get("labels", [])),
         )
 
     def defective(self, labels: np.ndarray) -> np.ndarray:
@@ -156,6 +164,52 @@ def line_drift(
     }
 
 
+def _labelled_feedback(
+    db: HistoryDB, facts: LineFacts, versions: tuple[str, ...], since: float, max_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and defective flags of the parts operators labelled (comparable versions only)."""
+    if facts.normal is None:
+        raise ValueError(f"line {facts.line!r} has no normal class: a threshold on defect confidence does not apply")
+    rows = db.arrays(
+        HistoryQuery(line=facts.line, since=since, versions=versions, labelled=True), ("score", "label"), max_rows
+    )
+    keep = np.isfinite(rows["score"])
+    return rows["score"][keep], facts.defective(rows["label"][keep])
+
+
+def threshold_rates(
+    db: HistoryDB,
+    facts: LineFacts,
+    versions: tuple[str, ...],
+    since: float,
+    max_rows: int,
+    threshold: float | None,
+) -> dict[str, Any]:
+    """Miss and over-detection rates that ``threshold`` (default: the current one) would give on the
+    fit's own labelled data (held-out good parts and the test set) and on the operators' feedback."""
+    feedback = _labelled_feedback(db, facts, versions, since, max_rows)
+    good = np.asarray(facts.good_scores, dtype=np.float64)
+    calibration = (
+        np.concatenate([good, np.asarray(facts.test_scores, dtype=np.float64)]),
+        np.concatenate([np.zeros(good.size, dtype=bool), np.asarray(facts.test_defective, dtype=bool)]),
+    )
+    combined = (np.concatenate([calibration[0], feedback[0]]), np.concatenate([calibration[1], feedback[1]]))
+    t = facts.threshold if threshold is None else float(threshold)
+    sources = {"calibration": calibration, "feedback": feedback, "combined": combined}
+    span = score_range(combined[0], facts.threshold)
+    if facts.kind == "image-classifier":  # a defect confidence threshold lies strictly between 0 and 1
+        span = {"min": max(span["min"], 0.001), "max": min(span["max"], 0.999)}
+    return {
+        "line": facts.line,
+        "version": facts.version,
+        "threshold": t,
+        "current_threshold": facts.threshold,
+        "score": "defect confidence" if facts.kind == "image-classifier" else "anomaly score",
+        "range": span,
+        **{name: labelled_rates(scores, defective, t) for name, (scores, defective) in sources.items()},
+    }
+
+
 def threshold_suggestion(
     db: HistoryDB,
     facts: LineFacts,
@@ -165,15 +219,10 @@ def threshold_suggestion(
     target_miss_rate: float | None,
     target_over_detection_rate: float | None,
 ) -> dict[str, Any]:
-    if facts.normal is None:
-        raise ValueError(f"line {facts.line!r} has no normal class: a threshold on defect confidence does not apply")
-    rows = db.arrays(
-        HistoryQuery(line=facts.line, since=since, versions=versions, labelled=True), ("score", "label"), max_rows
-    )
-    keep = np.isfinite(rows["score"])
+    scores, defective = _labelled_feedback(db, facts, versions, since, max_rows)
     suggestion = suggest_threshold(
-        rows["score"][keep],
-        facts.defective(rows["label"][keep]),
+        scores,
+        defective,
         target_miss_rate=target_miss_rate,
         target_over_detection_rate=target_over_detection_rate,
     )

@@ -45,6 +45,24 @@ def confusion(flagged: np.ndarray, defective: np.ndarray) -> Confusion:
     return Confusion(int(np.sum(f & d)), int(np.sum(~f & d)), int(np.sum(f & ~d)), int(np.sum(~f & ~d)))
 
 
+def labelled_rates(scores: np.ndarray, defective: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Confusion counts and rates that ``threshold`` gives on labelled scores (flagged: ``score > t``)."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    d = np.asarray(defective, dtype=bool).ravel()
+    counts = confusion(s > threshold, d).to_dict()
+    return {"n": int(s.size), "defective": int(d.sum()), "good": int((~d).sum()), **counts}
+
+
+def score_range(scores: np.ndarray, threshold: float, margin: float = 0.05) -> dict[str, float]:
+    """Bounds for a threshold slider: the finite scores and the threshold, with a margin either side."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    s = s[np.isfinite(s)]
+    low = min(threshold, float(s.min())) if s.size else threshold
+    high = max(threshold, float(s.max())) if s.size else threshold
+    pad = (high - low) * margin or max(abs(threshold) * margin, 1e-6)
+    return {"min": low - pad, "max": high + pad}
+
+
 def percentiles(values: np.ndarray, qs: tuple[float, ...] = (50, 90, 95, 99)) -> dict[str, float | None]:
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]

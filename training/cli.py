@@ -228,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=None)
     sv.add_argument("--default-line", default=None, help="line answered by the plain POST /predict")
     sv.add_argument("--no-haproxy", action="store_true", help="use Serve's Python proxy instead of HAProxy")
+    sv.add_argument(
+        "--samples",
+        action="append",
+        default=None,
+        metavar="FOLDER",
+        help="a folder of MVTec-layout test sets the web page's simulator may read (web.sample_roots; repeatable)",
+    )
     sv.set_defaults(func=cmd_serve)
 
     cl = sub.add_parser("cluster", help="Kubernetes: render the KubeRay RayService from serve_config.yaml")
@@ -822,10 +829,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from training import serve_launcher
 
     store = args.store or get_settings().store
-    config = serve_launcher.prepare_config(args.config, store, args.host, args.port, args.default_line)
+    config = serve_launcher.prepare_config(args.config, store, args.host, args.port, args.default_line, args.samples)
     host = args.host or "127.0.0.1"
     port = args.port or 8000
     print(f"serving the lines of {store} with {args.config} (ready check: http://{host}:{port}/healthz)")
+    print(f"operators' web page: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
     env = serve_launcher.serve_environment(haproxy=not args.no_haproxy)
     return serve_launcher.run_foreground(
         config, env, f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/healthz"

@@ -77,7 +77,9 @@ def run_demo(
             print(json.dumps({"values": reading, "score": float(score), "anomaly": bool(flagged)}))
         return 0
     url = f"http://127.0.0.1:{port}"
-    serve_config = serve_launcher.prepare_config(config, store_location, "127.0.0.1", port, DEMO_LINE)
+    serve_config = serve_launcher.prepare_config(
+        config, store_location, "127.0.0.1", port, DEMO_LINE, [str(folder / "data")]
+    )
 
     def show() -> None:
         answer = ""
@@ -99,7 +101,8 @@ def run_demo(
             print(_post_json(f"{url}/v1/lines/{DEMO_SENSOR_LINE}/predict", body))
         print(f"$ curl -F file=@{sorted_part} {url}/v1/lines/{DEMO_CLASSIFIER_LINE}/predict")
         print(_post_image(f"{url}/v1/lines/{DEMO_CLASSIFIER_LINE}/predict", sorted_part))
-        print(f"\nAPI docs: {url}/docs   lines: {url}/v1/lines   health: {url}/healthz")
+        print(f"\nweb page: {url}/   (lines, scoring, feedback, threshold, simulator on data/surface)")
+        print(f"API docs: {url}/docs   lines: {url}/v1/lines   health: {url}/healthz")
         print(f"history: {url}/v1/lines/{DEMO_LINE}/history   drift: {url}/v1/lines/{DEMO_LINE}/drift   ", end="")
         print(f"histogram: {url}/v1/lines/{DEMO_LINE}/histogram.png")
 

@@ -32,6 +32,7 @@ def prepare_config(
     host: str | None = None,
     port: int | None = None,
     default_line: str | None = None,
+    sample_roots: list[str] | None = None,
 ) -> Path:
     """A temporary copy of ``config`` with the overrides applied."""
     if not config.is_file():
@@ -45,6 +46,8 @@ def prepare_config(
         args["store"] = str(Path(store).resolve()) if "://" not in store else store
     if default_line is not None:
         args["default_line"] = default_line
+    if sample_roots:  # folders the web page's simulator may read
+        args.setdefault("web", {})["sample_roots"] = [str(Path(r).resolve()) for r in sample_roots]
     http = data.setdefault("http_options", {})
     if host is not None:
         http["host"] = host

@@ -157,6 +157,7 @@ def service(ray_session: None, synthetic_line: Path, tmp_path_factory: pytest.Te
         max_request_bytes=MAX_REQUEST_BYTES,
         history=history,
         security={"keys_refresh_s": 0.3, "cors_origins": [ORIGIN]},
+        web={"sample_roots": [str(synthetic_line.parent)]},  # the simulator reads the line's test images
         backbones=[{"name": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "image_size": IMAGE_SIZE}],
     )
     options = config_file.deployment_options(

@@ -150,6 +150,19 @@ def test_feedback_changes_the_rates_and_feeds_the_suggestion(service: Service) -
         defect_scores = [a["anomaly_score"] for a, label in answers if label == "ng"]
         assert suggestion["threshold"] < min(defect_scores) and suggestion["miss_rate"] == 0.0
         assert client.get(f"/v1/lines/{line}/threshold/suggestion").status_code == 422
+        # the rates that threshold would give, on the fit's held-out good parts and on the feedback
+        rates = client.get(f"/v1/lines/{line}/threshold/rates", params={"threshold": suggestion["threshold"]}).json()
+        assert rates["feedback"]["miss_rate"] == 0.0 == suggestion["miss_rate"]
+        assert rates["feedback"]["over_detection_rate"] == pytest.approx(suggestion["over_detection_rate"])
+        assert rates["feedback"]["n"] == suggestion["n_defective"] + suggestion["n_good"]
+        card = service.store.read_card(line)
+        assert rates["calibration"]["good"] == card.calibration["n"] and rates["calibration"]["defective"] == 0
+        assert rates["combined"]["n"] == rates["calibration"]["n"] + rates["feedback"]["n"]
+        assert rates["range"]["min"] < min(rates["threshold"], rates["current_threshold"]) < rates["range"]["max"]
+        now = client.get(f"/v1/lines/{line}/threshold/rates").json()
+        assert now["threshold"] == now["current_threshold"] == answers[0][0]["threshold"]
+        bad_threshold = client.get(f"/v1/lines/{line}/threshold/rates", params={"threshold": "nan"})
+        assert bad_threshold.status_code == 422
         applied = client.put(suggestion["apply"]["path"], json=suggestion["apply"]["body"])
         assert applied.status_code == 200 and applied.json()["threshold"] == pytest.approx(suggestion["threshold"])
         after = wait_for(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.drift import DriftRules, assess, psi, worst
-from models.rates import confusion, suggest_threshold
+from models.rates import confusion, labelled_rates, score_range, suggest_threshold
 
 
 def test_psi_is_zero_for_the_same_distribution_and_grows_with_a_shift() -> None:
@@ -64,3 +64,21 @@ def test_threshold_suggestion_meets_its_target_on_the_labels() -> None:
     assert none.threshold is None and "no part labelled defective" in none.reason
     with pytest.raises(ValueError, match="exactly one"):
         suggest_threshold(scores, defective)
+
+
+def test_labelled_rates_at_a_threshold() -> None:
+    scores = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
+    defective = np.array([False, False, True, False, True, True])
+    at = labelled_rates(scores, defective, 0.5)  # flagged: 0.6, 0.7, 0.9
+    assert (at["n"], at["good"], at["defective"]) == (6, 3, 3)
+    assert at["miss_rate"] == pytest.approx(1 / 3) and at["over_detection_rate"] == pytest.approx(1 / 3)
+    assert labelled_rates(scores, defective, 0.9)["miss_rate"] == 1.0  # score > t flags: 0.9 is not above 0.9
+    none = labelled_rates(np.array([]), np.array([], dtype=bool), 0.5)
+    assert none["miss_rate"] is None and none["over_detection_rate"] is None
+
+
+def test_score_range_holds_the_scores_and_the_threshold() -> None:
+    span = score_range(np.array([1.0, 2.0, np.nan]), 3.0)
+    assert span["min"] < 1.0 and span["max"] > 3.0
+    alone = score_range(np.array([]), 0.5)
+    assert alone["min"] < 0.5 < alone["max"]
