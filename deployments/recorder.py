@@ -140,29 +140,24 @@ class Recorder:
         )
         return result
 
-    async def suggestion(
-        self, line: str, version: str, since: float, miss_rate: float | None, over_detection_rate: float | None
-    ) -> dict[str, Any] | ItemError:
+    async def _threshold_report(self, report: Any, line: str, version: str, *args: Any) -> dict[str, Any] | ItemError:
+        """``report(db, facts, versions, *args)`` over the labelled parts; 422 for what the line cannot answer."""
         facts, versions = await asyncio.to_thread(self._facts, line, version)
         try:
-            result: dict[str, Any] = await self._run(
-                lambda: threshold_suggestion(
-                    self._ready(), facts, versions, since, self.args.max_rows, miss_rate, over_detection_rate
-                )
-            )
+            result: dict[str, Any] = await self._run(lambda: report(self._ready(), facts, versions, *args))
         except ValueError as err:
             return ItemError(422, str(err))
         return result
 
+    async def suggestion(
+        self, line: str, version: str, since: float, miss_rate: float | None, over_detection_rate: float | None
+    ) -> dict[str, Any] | ItemError:
+        return await self._threshold_report(
+            threshold_suggestion, line, version, since, self.args.max_rows, miss_rate, over_detection_rate
+        )
+
     async def rates(self, line: str, version: str, since: float, threshold: float | None) -> dict[str, Any] | ItemError:
-        facts, versions = await asyncio.to_thread(self._facts, line, version)
-        try:
-            result: dict[str, Any] = await self._run(
-                lambda: threshold_rates(self._ready(), facts, versions, since, self.args.max_rows, threshold)
-            )
-        except ValueError as err:
-            return ItemError(422, str(err))
-        return result
+        return await self._threshold_report(threshold_rates, line, version, since, self.args.max_rows, threshold)
 
     async def health(self) -> dict[str, Any]:
         try:

@@ -36,7 +36,8 @@ from training.keys import KeyRing, KeyTable, Principal, Scope
 
 log = logging.getLogger("ray.serve")
 
-OPEN_PATHS = frozenset({"/healthz", "/"})  # and the web page's assets under /ui/ (they hold no data)
+OPEN_PATHS = frozenset({"/healthz", "/"})
+OPEN_PREFIX = "/ui/"  # the web page's assets (they hold no data)
 _ADMIN = re.compile(r"^/v1/(?:lines/[^/]+/(?:threshold|severity)|predictions/[^/]+/feedback)$")
 _LINE = re.compile(r"^/v1/lines/([^/]+)")
 MAX_KEY_CHARS = 200
@@ -136,7 +137,7 @@ class AuthMiddleware:
     async def __call__(self, scope: Scope_, receive: Any, send: Any) -> None:
         keys = self.get_keys()
         path = scope.get("path", "")
-        if scope.get("type") != "http" or keys is None or path in OPEN_PATHS or path.startswith("/ui/"):
+        if scope.get("type") != "http" or keys is None or path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
             await self.app(scope, receive, send)
             return
         try:

@@ -10,6 +10,7 @@ the route annotations.
 """
 
 import asyncio
+from functools import cached_property
 from importlib.resources import files
 from typing import Any
 
@@ -49,13 +50,10 @@ def _sample_error(err: SampleError) -> APIError:
 
 class WebRoutes:
     args: AppArgs
-    _samples: SampleRoots | None = None
 
-    @property
+    @cached_property
     def samples(self) -> SampleRoots:
-        if self._samples is None:
-            self._samples = SampleRoots(self.args.web.sample_roots)
-        return self._samples
+        return SampleRoots(self.args.web.sample_roots)
 
     @router.get("/", include_in_schema=False)
     async def page(self) -> Response:

@@ -52,6 +52,10 @@ def _inside(base: Path, rel: str) -> Path | None:
     return path if path.is_relative_to(base) else None
 
 
+def _not_a_sample_folder(folder_id: str) -> SampleError:
+    return SampleError(f"{folder_id!r} is not a sample folder with test images: GET /v1/samples lists them")
+
+
 class SampleRoots:
     def __init__(self, roots: list[str]) -> None:
         self.roots: dict[str, Path] = {}
@@ -101,16 +105,19 @@ class SampleRoots:
             known = sorted(self.roots)
             raise SampleError(f"no sample root named {name!r} (roots: {known}): GET /v1/samples lists them")
         folder = _inside(root, rel)
-        if folder is None or not self._test_types(folder):
-            raise SampleError(f"{folder_id!r} is not a sample folder with test images: GET /v1/samples lists them")
+        if folder is None or not (folder / "test").is_dir():  # a cheap check: image() runs per image
+            raise _not_a_sample_folder(folder_id)
         return folder
 
     def images(self, folder_id: str) -> list[SampleImage]:
         """The folder's labelled test images, sorted by path (the page shuffles them)."""
         folder = self._folder(folder_id)
+        types = self._test_types(folder)
+        if not types:
+            raise _not_a_sample_folder(folder_id)
         return [
             SampleImage(path.relative_to(folder).as_posix(), "ok" if kind == "good" else "ng", kind)
-            for kind, paths in self._test_types(folder).items()
+            for kind, paths in types.items()
             for path in paths
         ]
 

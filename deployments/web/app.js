@@ -27,6 +27,8 @@ const $ = (sel, root = document) => root.querySelector(sel);
 const pct = (x) => (x === null || x === undefined ? "—" : `${(100 * x).toFixed(1)}%`);
 const num = (x, digits = 4) => (x === null || x === undefined ? "—" : Number(x).toPrecision(digits));
 const when = (iso) => new Date(iso).toLocaleTimeString();
+const statCard = (label, value, id) => h("div", { class: "card", id },
+  h("div", { class: "value" }, value), h("div", { class: "label" }, label));
 
 class ApiError extends Error {
   constructor(status, detail, retryAfter) {
@@ -47,6 +49,12 @@ const HINTS = {
   422: "the service could not use what was sent",
   503: "the service is busy or restarting: retry shortly",
 };
+
+// an answer of any line kind -> whether it flags the part, and the score its threshold applies to
+function verdict(a) {
+  if (a.prediction !== undefined) return { flagged: a.is_defect === true, score: a.defect_confidence }; // classifier
+  return { flagged: a.is_anomaly, score: a.anomaly_score !== undefined ? a.anomaly_score : a.score }; // image, sensor
+}
 
 function describe(err) {
   if (!(err instanceof ApiError)) return `unexpected error in the page: ${err && err.message ? err.message : err}`;
@@ -143,7 +151,8 @@ function drawHistogram(svg, edges, counts, threshold, candidate) {
   if (n < 1) return;
   const totals = Array.from({ length: n }, (_, i) => SERIES.reduce((s, k) => s + ((counts[k] || [])[i] || 0), 0));
   const peak = Math.max(1, ...totals);
-  const lo = edges[0], hi = edges[n];
+  const marks = [threshold, candidate].filter((v) => v !== null && v !== undefined);
+  const lo = Math.min(edges[0], ...marks), hi = Math.max(edges[n], ...marks); // the axis shows both lines
   const x = (v) => left + ((v - lo) / (hi - lo || 1)) * (W - left - 4);
   const y = (c) => H - bottom - (c / peak) * (H - bottom - top);
   const ns = "http://www.w3.org/2000/svg";
@@ -171,7 +180,7 @@ function drawHistogram(svg, edges, counts, threshold, candidate) {
   add("text", { x: W - 4, y: H - 6, "text-anchor": "end" }, num(hi, 3));
   add("text", { x: 2, y: top + 8 }, String(peak));
   const mark = (v, colour, name, dash) => {
-    if (v === null || v === undefined || v < lo || v > hi) return;
+    if (v === null || v === undefined) return;
     add("line", { x1: x(v), x2: x(v), y1: top, y2: H - bottom, stroke: colour, "stroke-width": 2,
       "stroke-dasharray": dash || "", "data-mark": name });
   };
@@ -275,11 +284,7 @@ async function showLine(view, line) {
     return;
   }
   $("#line-title", view).textContent = `${detail.line}`;
-  $("#line-facts", view).textContent = [
-    detail.kind, `version ${detail.version}`, `threshold ${num(detail.threshold)}`,
-    detail.head && `head ${detail.head}`, detail.backbone && `backbone ${detail.backbone}`,
-    detail.image_auroc !== null && detail.image_auroc !== undefined && `test AUROC ${num(detail.image_auroc, 3)}`,
-  ].filter(Boolean).join(" · ");
+  showFacts(view, detail);
   if (detail.refused_version) {
     const refused = $("#line-refused", view);
     refused.textContent = `Version ${detail.refused_version} was refused (${detail.refused_reason}); ${detail.version} serves.`;
@@ -290,24 +295,33 @@ async function showLine(view, line) {
   setupThreshold(ctx);
   $("#operator", view).value = localStorage.getItem(OPERATOR_STORE) || "";
   $("#operator", view).addEventListener("change", (e) => localStorage.setItem(OPERATOR_STORE, e.target.value));
-  await Promise.all([refreshStats(ctx), refreshHistory(ctx), refreshHistogram(ctx), refreshRates(ctx)]);
-  state.timer = setInterval(() => { refreshStats(ctx); refreshHistory(ctx); refreshHistogram(ctx); }, 15000);
+  await Promise.all([refreshAnswers(ctx), refreshRates(ctx)]);
+  state.timer = setInterval(() => refreshAnswers(ctx), 15000);
 }
+
+function showFacts(view, detail) {
+  $("#line-facts", view).textContent = [
+    detail.kind, `version ${detail.version}`, `threshold ${num(detail.threshold)}`,
+    detail.head && `head ${detail.head}`, detail.backbone && `backbone ${detail.backbone}`,
+    detail.image_auroc !== null && detail.image_auroc !== undefined && `test AUROC ${num(detail.image_auroc, 3)}`,
+  ].filter(Boolean).join(" · ");
+}
+
+// what a new answer changes; feedback also changes the rates
+const refreshAnswers = (ctx) => Promise.all([refreshStats(ctx), refreshHistory(ctx), refreshHistogram(ctx)]);
 
 async function refreshStats(ctx) {
   const box = $("#line-stats", ctx.view);
   try {
     const s = await api(`/v1/lines/${ctx.name}/stats?window=${state.window}`);
     const c = s.confusion || {};
-    const card = (label, value, id) => h("div", { class: "card", id },
-      h("div", { class: "value" }, value), h("div", { class: "label" }, label));
     box.replaceChildren(
-      card(`answers (${state.window})`, s.predictions, "stat-answers"),
-      card("anomaly rate", pct(s.anomaly_rate), "stat-anomaly"),
-      card(`miss rate (${c.true_positive + c.false_negative || 0} defective)`, pct(c.miss_rate), "stat-miss"),
-      card(`over-detection (${c.false_positive + c.true_negative || 0} good)`, pct(c.over_detection_rate), "stat-over"),
-      card("labelled", s.labelled, "stat-labelled"),
-      card("latency p50", s.latency_ms && s.latency_ms.p50 !== null ? `${s.latency_ms.p50.toFixed(0)} ms` : "—", "stat-latency"),
+      statCard(`answers (${state.window})`, s.predictions, "stat-answers"),
+      statCard("anomaly rate", pct(s.anomaly_rate), "stat-anomaly"),
+      statCard(`miss rate (${c.true_positive + c.false_negative || 0} defective)`, pct(c.miss_rate), "stat-miss"),
+      statCard(`over-detection (${c.false_positive + c.true_negative || 0} good)`, pct(c.over_detection_rate), "stat-over"),
+      statCard("labelled", s.labelled, "stat-labelled"),
+      statCard("latency p50", s.latency_ms && s.latency_ms.p50 !== null ? `${s.latency_ms.p50.toFixed(0)} ms` : "—", "stat-latency"),
     );
   } catch (err) {
     box.replaceChildren(h("p", { class: "msg error" }, describe(err)));
@@ -325,7 +339,7 @@ function feedbackButtons(ctx, record, msg) {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
       });
       showMessage(msg, null);
-      await Promise.all([refreshStats(ctx), refreshHistory(ctx), refreshHistogram(ctx), refreshRates(ctx)]);
+      await Promise.all([refreshAnswers(ctx), refreshRates(ctx)]);
     } catch (err) {
       showMessage(msg, err);
     }
@@ -375,15 +389,7 @@ async function refreshHistogram(ctx) {
 function redrawHistogram(ctx) {
   const hgm = ctx.histogram;
   if (!hgm) return;
-  let edges = hgm.edges, counts = hgm.counts;
-  const candidate = ctx.candidate;
-  if (candidate !== null && (candidate < edges[0] || candidate > edges[edges.length - 1])) {
-    edges = edges.slice(); // widen the axis to show the candidate; counts stay in their bins
-    const step = edges[1] - edges[0];
-    while (candidate < edges[0]) { edges.unshift(edges[0] - step); for (const k of SERIES) counts = { ...counts, [k]: [0, ...(counts[k] || [])] }; }
-    while (candidate > edges[edges.length - 1]) { edges.push(edges[edges.length - 1] + step); for (const k of SERIES) counts = { ...counts, [k]: [...(counts[k] || []), 0] }; }
-  }
-  drawHistogram($("#histogram", ctx.view), edges, counts, hgm.threshold, candidate);
+  drawHistogram($("#histogram", ctx.view), hgm.edges, hgm.counts, hgm.threshold, ctx.candidate);
 }
 
 function setupThreshold(ctx) {
@@ -416,7 +422,7 @@ function setupThreshold(ctx) {
       done.hidden = false;
       ctx.detail = await api(`/v1/lines/${ctx.name}`);
       ctx.candidate = null;
-      $("#line-facts", ctx.view).textContent = `${ctx.detail.kind} · version ${ctx.detail.version} · threshold ${num(ctx.detail.threshold)}`;
+      showFacts(ctx.view, ctx.detail);
       await Promise.all([refreshHistogram(ctx), refreshRates(ctx)]);
     } catch (err) {
       showMessage(msg, err);
@@ -520,9 +526,7 @@ async function score(ctx, call, file) {
   showMessage(msg, null);
   $("#result", view).hidden = false;
   showAnswer(view, answer, file);
-  refreshStats(ctx);
-  refreshHistory(ctx);
-  refreshHistogram(ctx);
+  refreshAnswers(ctx);
 }
 
 function showAnswer(view, a, file) {
@@ -530,18 +534,14 @@ function showAnswer(view, a, file) {
   const gauge = $("#gauge", view);
   const detail = $("#result-detail", view);
   detail.replaceChildren();
-  let flagged, scoreValue, threshold;
+  const { flagged, score: scoreValue } = verdict(a);
+  let threshold = null;
   if (a.prediction !== undefined) { // classifier
-    flagged = a.is_defect === true;
     decision.textContent = a.prediction;
-    scoreValue = a.defect_confidence;
-    threshold = null;
     $("#result-text", view).textContent = `confidence ${pct(a.confidence)}${a.severity ? ` · severity ${a.severity}` : ""} · ${a.inference_time_ms.toFixed(0)} ms`;
     detail.append(h("table", { class: "grid small" }, Object.entries(a.probabilities).map(([k, p]) =>
       h("tr", {}, h("td", {}, k), h("td", { class: "num" }, pct(p))))));
   } else {
-    flagged = a.is_anomaly;
-    scoreValue = a.anomaly_score !== undefined ? a.anomaly_score : a.score;
     threshold = a.threshold;
     decision.textContent = flagged ? "NG" : "OK";
     $("#result-text", view).textContent = `score ${num(scoreValue)} against threshold ${num(threshold)} (${(100 * a.normalized_score).toFixed(0)}% of the way to it) · ${a.inference_time_ms.toFixed(0)} ms`;
@@ -643,9 +643,8 @@ async function runSimulation(view) {
       form.append("file", blob, item.path.split("/").pop());
       form.append("sensor_id", "simulator");
       const answer = await api(`/v1/lines/${encodeURIComponent(line)}/predict${heatmap}`, { method: "POST", body: form });
-      const flagged = answer.is_anomaly !== undefined ? answer.is_anomaly : answer.is_defect === true;
-      const scoreValue = answer.anomaly_score !== undefined ? answer.anomaly_score : answer.defect_confidence;
-      const result = { ...item, flagged, score: scoreValue, threshold: answer.threshold, answer: answer.prediction || (flagged ? "ng" : "ok") };
+      const { flagged, score } = verdict(answer);
+      const result = { ...item, flagged, score, threshold: answer.threshold, answer: answer.prediction || (flagged ? "ng" : "ok") };
       run.results.push(result);
       $("#sim-picture", view).src = URL.createObjectURL(blob);
       $("#sim-overlay", view).src = answer.heatmap_png ? `data:image/png;base64,${answer.heatmap_png}` : "";
@@ -689,13 +688,11 @@ function simulationFigures(view, results, detail) {
   const bad = results.filter((r) => r.label === "ng");
   const misses = bad.filter((r) => !r.flagged).length;
   const overs = good.filter((r) => r.flagged).length;
-  const card = (label, value, id) => h("div", { class: "card", id },
-    h("div", { class: "value" }, value), h("div", { class: "label" }, label));
   $("#sim-stats", view).replaceChildren(
-    card("parts", results.length, "sim-parts"),
-    card(`miss rate (${misses} of ${bad.length} defective)`, pct(bad.length ? misses / bad.length : null), "sim-miss"),
-    card(`over-detection (${overs} of ${good.length} good)`, pct(good.length ? overs / good.length : null), "sim-over"),
-    card("right", pct(results.length ? (results.length - misses - overs) / results.length : null), "sim-right"),
+    statCard("parts", results.length, "sim-parts"),
+    statCard(`miss rate (${misses} of ${bad.length} defective)`, pct(bad.length ? misses / bad.length : null), "sim-miss"),
+    statCard(`over-detection (${overs} of ${good.length} good)`, pct(good.length ? overs / good.length : null), "sim-over"),
+    statCard("right", pct(results.length ? (results.length - misses - overs) / results.length : null), "sim-right"),
   );
   const threshold = results.length ? results[results.length - 1].threshold ?? detail.threshold : detail.threshold;
   const edges = bins(results.map((r) => r.score), threshold);
