@@ -147,10 +147,17 @@ def test_overview_loads_without_console_errors(web: Page) -> None:
     assert web.errors == []
 
 
+def choose_file(page: Any, path: Path) -> None:
+    """Choose a file as an operator does: once the image input is shown (the line's kind is known and the
+    input listens); setting the file before that would be a change nobody hears."""
+    page.wait_for_selector("#image-input:not([hidden])")
+    page.set_input_files("#file", str(path))
+
+
 def test_upload_shows_score_and_heatmap(web: Page, service: Service) -> None:
     page = web.open(f"#/line/{LINES[0]}")
     defective = sorted((service.data / "test" / "scratch").iterdir())[0]
-    page.set_input_files("#file", str(defective))
+    choose_file(page, defective)
     page.wait_for_selector("#result:not([hidden])")
     decision = page.locator("#decision")
     assert decision.inner_text() in {"OK", "NG"}
@@ -247,7 +254,7 @@ def test_classifier_and_sensor_lines(web: Page, service: Service) -> None:
     line takes a typed reading and names the features behind its score."""
     page = web.open(f"#/line/{CLASSIFIER_LINE}")
     part = sorted((service.class_data / "scratch").iterdir())[0]
-    page.set_input_files("#file", str(part))
+    choose_file(page, part)
     page.wait_for_selector("#result:not([hidden])")
     classes = httpx.get(f"{service.url}/v1/lines/{CLASSIFIER_LINE}", timeout=30).json()["classes"]
     assert page.inner_text("#decision") in classes
@@ -305,10 +312,9 @@ def test_simulator_runs_a_folder_to_the_end(web: Page, service: Service) -> None
 
 def test_api_errors_are_shown_to_the_operator(web: Page, service: Service, tmp_path: Path) -> None:
     page = web.open(f"#/line/{LINES[0]}")
-    page.wait_for_selector("#image-input:not([hidden])")
     note = tmp_path / "note.txt"
     note.write_text("not a picture")
-    page.set_input_files("#file", str(note))
+    choose_file(page, note)
     message = page.locator("#score-panel [data-msg]")
     message.wait_for(state="visible")
     assert re.match(r"Error 4\d\d: ", message.inner_text())
