@@ -374,10 +374,12 @@ def test_api_key_entry(web: Page, service: Service, api_keys: Keys) -> None:
     check_screenshot(web.shot("forbidden"))
 
     before = httpx.get(f"{service.url}/v1/lines/{line}", headers={"X-API-Key": api_keys.admin}, timeout=30).json()
+    drawn = page.query_selector("#view > .view")
     page.click("#key-button")
     page.fill("#key-input", api_keys.admin)
     page.click("#key-save")
-    dialog.wait_for(state="hidden")  # closed: the view is drawn again with the new key
+    dialog.wait_for(state="hidden")
+    page.wait_for_function("view => !view.isConnected", arg=drawn)  # the view is drawn again with the new key
     apply_next_threshold(page)
     done = page.locator("#threshold-done")
     done.wait_for(state="visible")
