@@ -6,7 +6,7 @@
 
 const KEY_STORE = "lineguard.key";
 const OPERATOR_STORE = "lineguard.operator";
-const state = { window: "24h", timer: null, view: null, sim: null };
+const state = { window: "24h", timer: null, sim: null };
 
 // --- small helpers -------------------------------------------------------------------------------
 function h(tag, attrs = {}, ...children) {
@@ -27,6 +27,13 @@ const $ = (sel, root = document) => root.querySelector(sel);
 const pct = (x) => (x === null || x === undefined ? "—" : `${(100 * x).toFixed(1)}%`);
 const num = (x, digits = 4) => (x === null || x === undefined ? "—" : Number(x).toPrecision(digits));
 const when = (iso) => new Date(iso).toLocaleTimeString();
+// show a file or blob in <img> elements, freeing the object URL of the picture it replaces
+function showPicture(blob, ...images) {
+  const old = images[0].src;
+  const url = URL.createObjectURL(blob);
+  for (const img of images) img.src = url;
+  if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+}
 const statCard = (label, value, id) => h("div", { class: "card", id },
   h("div", { class: "value" }, value), h("div", { class: "label" }, label));
 
@@ -78,10 +85,15 @@ async function errorDetail(res) {
   }
 }
 
-async function api(path, options = {}) {
+// options: fetch's, plus json (a body sent as JSON) and blob (read the answer as a Blob)
+async function api(path, { json, blob, ...options } = {}) {
   const headers = new Headers(options.headers || {});
   const key = localStorage.getItem(KEY_STORE);
   if (key) headers.set("Authorization", `Bearer ${key}`);
+  if (json !== undefined) {
+    headers.set("Content-Type", "application/json");
+    options.body = JSON.stringify(json);
+  }
   let res;
   try {
     res = await fetch(path, { ...options, headers });
@@ -93,7 +105,7 @@ async function api(path, options = {}) {
     if (res.status === 401) askForKey(err.detail);
     throw err;
   }
-  if (options.blob) return res.blob();
+  if (blob) return res.blob();
   return res.json();
 }
 
@@ -290,7 +302,7 @@ async function showLine(view, line) {
     refused.textContent = `Version ${detail.refused_version} was refused (${detail.refused_reason}); ${detail.version} serves.`;
     refused.hidden = false;
   }
-  const ctx = { view, line, name, detail, candidate: null, histogram: null };
+  const ctx = { view, name, detail, candidate: null, histogram: null };
   setupScoring(ctx);
   setupThreshold(ctx);
   $("#operator", view).value = localStorage.getItem(OPERATOR_STORE) || "";
@@ -335,9 +347,7 @@ function feedbackButtons(ctx, record, msg) {
       const body = { label };
       const operator = localStorage.getItem(OPERATOR_STORE);
       if (operator) body.operator = operator;
-      await api(`/v1/predictions/${record.id}/feedback`, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-      });
+      await api(`/v1/predictions/${record.id}/feedback`, { method: "POST", json: body });
       showMessage(msg, null);
       await Promise.all([refreshAnswers(ctx), refreshRates(ctx)]);
     } catch (err) {
@@ -414,8 +424,7 @@ function setupThreshold(ctx) {
     try {
       const value = Number(num(sliderValue(ctx), 6));
       const changed = await api(`/v1/lines/${ctx.name}/threshold`, {
-        method: "PUT", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ threshold: value, note: "set from the web page" }),
+        method: "PUT", json: { threshold: value, note: "set from the web page" },
       });
       showMessage(msg, null);
       done.textContent = `Threshold ${num(changed.previous_threshold)} → ${num(changed.threshold)}: version ${changed.version} now serves (was ${changed.previous_version}).`;
@@ -485,9 +494,7 @@ function setupScoring(ctx) {
         showMessage(msg, new ApiError(422, bad.length ? `not numbers: ${bad.slice(0, 5).join(" ")}` : "type the reading's numbers first"));
         return;
       }
-      await score(ctx, () => api(`/v1/lines/${ctx.name}/predict`, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ values, sensor_id: "web" }),
-      }), null);
+      await score(ctx, () => api(`/v1/lines/${ctx.name}/predict`, { method: "POST", json: { values, sensor_id: "web" } }), null);
     });
     return;
   }
@@ -565,9 +572,7 @@ function showAnswer(view, a, file) {
   const pictures = $("#pictures", view);
   pictures.hidden = !file;
   if (file) {
-    const url = URL.createObjectURL(file);
-    $("#picture", view).src = url;
-    $("#picture-under", view).src = url;
+    showPicture(file, $("#picture", view), $("#picture-under", view));
     const overlay = $("#overlay", view);
     overlay.hidden = !a.heatmap_png;
     overlay.closest("figure").hidden = !a.heatmap_png;
@@ -646,7 +651,7 @@ async function runSimulation(view) {
       const { flagged, score } = verdict(answer);
       const result = { ...item, flagged, score, threshold: answer.threshold, answer: answer.prediction || (flagged ? "ng" : "ok") };
       run.results.push(result);
-      $("#sim-picture", view).src = URL.createObjectURL(blob);
+      showPicture(blob, $("#sim-picture", view));
       $("#sim-overlay", view).src = answer.heatmap_png ? `data:image/png;base64,${answer.heatmap_png}` : "";
       $("#sim-overlay", view).closest("figure").hidden = !answer.heatmap_png;
       simulationRow(view, i + 1, result);
