@@ -17,9 +17,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## fit a synthetic line offline, evaluate it and score parts
 	$(BIN)/lineguard demo
 
-lint: $(STAMP)
-	$(BIN)/ruff check models training deployments history benchmarks tests
-	$(BIN)/mypy
+SOURCES := lineguard models registry training history deployments cluster cli benchmarks tests tools
+
+lint: $(STAMP)  ## ruff, mypy (strict) and the import contracts of docs/architecture.md
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/python -m tools.typecheck
+	$(BIN)/python -m tools.lint_imports
 
 test: lint postgres chromium  ## the test command CI runs (.ci/run): lint, types, then every suite not marked slow
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
@@ -50,4 +53,4 @@ bench: $(STAMP)  ## image benchmark beside anomalib on the shared data (needs ..
 	$(BIN)/python -m benchmarks.classifier --data ../shared/datasets/magnetic_tile --task binary
 
 clean:
-	rm -rf lineguard-demo lineguard-eval .pytest_cache .mypy_cache .ruff_cache
+	rm -rf lineguard-demo lineguard-eval build .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

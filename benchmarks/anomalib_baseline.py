@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from benchmarks.timing import summary, time_call
-from models.metrics import pixel_roc_auc, roc_auc
-from models.weights import resolve
+from lineguard.models.metrics import pixel_roc_auc, roc_auc
+from lineguard.models.weights import resolve
 
 
 def available() -> bool:

@@ -26,12 +26,12 @@ from typing import Any
 import torch
 
 from benchmarks.timing import summary, time_call
-from training.classifier_data import LabelledImage, discover_classes, stratified_split
-from training.fit_classifier import ClassifierFitOptions, fit_classifier_line
-from training.fit_image import FitOptions, fit_image_line
-from training.line_model import load_classifier, load_image_model
-from training.store import ModelStore
-from training.train_classifier import classifier_train_options
+from lineguard.registry.loaders import load_classifier, load_image_model
+from lineguard.registry.store import ModelStore
+from lineguard.training.classifier_data import LabelledImage, discover_classes, stratified_split
+from lineguard.training.fit_classifier import ClassifierFitOptions, fit_classifier_line
+from lineguard.training.fit_image import FitOptions, fit_image_line
+from lineguard.training.train_classifier import classifier_train_options
 
 DEFECTS = ("blowhole", "break", "crack", "fray", "uneven")
 
@@ -122,7 +122,7 @@ def run_seed(data: Path, task: str, seed: int, args: argparse.Namespace, tmp: Pa
 
 def time_both(store: ModelStore, paths: list[Path]) -> dict[str, Any]:
     """Batch-1 scoring in process: backbone alone, + classifier head, + anomaly head; interleaved."""
-    from models.preprocess import load_file
+    from lineguard.models.preprocess import load_file
 
     card, extractor, classifier = load_classifier(store, "tiles-classifier")
     _, anomaly = load_image_model(store, "tiles-anomaly", extractor=extractor)

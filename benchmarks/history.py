@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from history.db import HistoryDB, HistoryQuery
-from history.ids import new_ids
-from history.reports import LineFacts, line_drift, line_stats, score_histogram
-from models.drift import DriftRules
+from lineguard.history.db import HistoryDB, HistoryQuery
+from lineguard.history.ids import new_ids
+from lineguard.history.reports import LineFacts, line_drift, line_stats, score_histogram
+from lineguard.models.drift import DriftRules
 
 
 def make_rows(n: int, lines: list[str], rng: np.random.Generator) -> list[dict[str, Any]]:

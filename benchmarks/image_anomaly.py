@@ -23,11 +23,11 @@ import torch
 
 from benchmarks import anomalib_baseline
 from benchmarks.timing import summary, time_call
-from models.preprocess import load_file
-from training.data import discover, read_mask
-from training.fit_image import FitOptions, fit_image_line
-from training.line_model import load_image_model
-from training.store import ModelStore
+from lineguard.models.preprocess import load_file
+from lineguard.registry.loaders import load_image_model
+from lineguard.registry.store import ModelStore
+from lineguard.training.data import discover, read_mask
+from lineguard.training.fit_image import FitOptions, fit_image_line
 
 
 def bench_head(
@@ -104,8 +104,8 @@ def time_scoring(store: ModelStore, line: str, data: Path, count: int) -> dict[s
 
 
 def bench_anomalib(data: Path, patchcore_images: int, coreset_ratio: float, timing_images: int) -> list[dict[str, Any]]:
-    from models.backbone import DEFAULT_BACKBONE, DEFAULT_LAYERS, FeatureExtractor
-    from models.preprocess import PreprocessConfig
+    from lineguard.models.backbone import DEFAULT_BACKBONE, DEFAULT_LAYERS, FeatureExtractor
+    from lineguard.models.preprocess import PreprocessConfig
 
     extractor = FeatureExtractor(DEFAULT_BACKBONE, DEFAULT_LAYERS, "auto", "cpu", "fp32")
     config = PreprocessConfig(256, extractor.mean, extractor.std)

@@ -32,11 +32,11 @@ LINE = "sensor-bench"
 
 
 def fit(store_dir: Path, rows: int) -> np.ndarray:
-    from training.fit_sensor import SensorFitOptions, fit_sensor_line
-    from training.sensor_data import read_table
-    from training.store import ModelStore
-    from training.synthetic_sensor import write_csv
-    from training.train_sensor import TrainOptions
+    from lineguard.registry.store import ModelStore
+    from lineguard.training.fit_sensor import SensorFitOptions, fit_sensor_line
+    from lineguard.training.sensor_data import read_table
+    from lineguard.training.synthetic_sensor import write_csv
+    from lineguard.training.train_sensor import TrainOptions
 
     data = write_csv(store_dir.parent / "line.csv", rows=rows)
     report = fit_sensor_line(LINE, data, SensorFitOptions(train=TrainOptions(workers=0)), ModelStore(store_dir))
@@ -61,8 +61,8 @@ def rates(result: dict[str, Any], batch: int) -> dict[str, Any]:
 
 
 def in_process(store_dir: Path, values: np.ndarray, clients: int, batch: int, duration: float) -> dict[str, Any]:
-    from training.line_model import sensor_model_from_card
-    from training.store import ModelStore
+    from lineguard.registry.loaders import sensor_model_from_card
+    from lineguard.registry.store import ModelStore
 
     store = ModelStore(store_dir)
     model = sensor_model_from_card(store, store.read_card(LINE))  # NumPy scoring, as in the replica

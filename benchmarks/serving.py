@@ -29,10 +29,10 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ba
 
 
 def fit_line(store_dir: Path, data: Path | None) -> tuple[str, list[bytes]]:
-    from training.data import discover
-    from training.fit_image import FitOptions, fit_image_line
-    from training.store import ModelStore
-    from training.synthetic import write_line
+    from lineguard.registry.store import ModelStore
+    from lineguard.training.data import discover
+    from lineguard.training.fit_image import FitOptions, fit_image_line
+    from lineguard.training.synthetic import write_line
 
     if data is None or not data.is_dir():
         data = write_line(store_dir.parent / "synthetic", size=256)
@@ -45,8 +45,8 @@ def fit_line(store_dir: Path, data: Path | None) -> tuple[str, list[bytes]]:
 def in_process(store_dir: Path, images: list[bytes], clients: int, duration: float, threads: int) -> dict[str, Any]:
     import torch
 
-    from training.line_model import load_image_model
-    from training.store import ModelStore
+    from lineguard.registry.loaders import load_image_model
+    from lineguard.registry.store import ModelStore
 
     torch.set_num_threads(threads)
     _, model = load_image_model(ModelStore(store_dir), "bench", device="cpu")
@@ -127,8 +127,8 @@ def start_application(store_dir: Path, args: argparse.Namespace) -> tuple[int, f
     import ray
     from ray import serve
 
-    from deployments import config_file
-    from deployments.app import bind_graph
+    from lineguard.deployments import config_file
+    from lineguard.deployments.app import bind_graph
 
     app = config_file.application(config_file.read(args.config))
     history = {"enabled": False} if args.no_history else None

@@ -35,14 +35,14 @@ MEMORY_TARGET = 0.10
 
 def fit_lines(store_dir: Path) -> tuple[list[bytes], list[list[float]]]:
     """An image line ``soak-img`` and a sensor line ``soak-sensor``; images and readings to send."""
-    from training.data import discover
-    from training.fit_image import FitOptions, fit_image_line
-    from training.fit_sensor import SensorFitOptions, fit_sensor_line
-    from training.sensor_data import read_table
-    from training.store import ModelStore
-    from training.synthetic import write_line
-    from training.synthetic_sensor import write_csv
-    from training.train_sensor import TrainOptions
+    from lineguard.registry.store import ModelStore
+    from lineguard.training.data import discover
+    from lineguard.training.fit_image import FitOptions, fit_image_line
+    from lineguard.training.fit_sensor import SensorFitOptions, fit_sensor_line
+    from lineguard.training.sensor_data import read_table
+    from lineguard.training.synthetic import write_line
+    from lineguard.training.synthetic_sensor import write_csv
+    from lineguard.training.train_sensor import TrainOptions
 
     store = ModelStore(store_dir)
     data = write_line(store_dir.parent / "images", size=256)

@@ -11,13 +11,13 @@ from typing import Any, cast
 
 from ray.serve import Application, Deployment
 
-from deployments.backbone import Backbone
-from deployments.config import AppArgs
-from deployments.ingress import Ingress
-from deployments.preprocessor import Preprocessor
-from deployments.recorder import Recorder
-from deployments.scorer import Scorer
-from deployments.sensor_scorer import SensorScorer
+from lineguard.deployments.backbone import Backbone
+from lineguard.deployments.config import AppArgs
+from lineguard.deployments.ingress import Ingress
+from lineguard.deployments.preprocessor import Preprocessor
+from lineguard.deployments.recorder import Recorder
+from lineguard.deployments.scorer import Scorer
+from lineguard.deployments.sensor_scorer import SensorScorer
 
 
 def backbone_deployment_name(index: int) -> str:

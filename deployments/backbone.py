@@ -18,9 +18,9 @@ import numpy as np
 import ray
 from ray import serve
 
-from deployments.config import BackboneArgs, BackboneTuning, tune_batching
-from deployments.messages import FeatureBatch, ImageBatch
-from models.preprocess import image_intensity
+from lineguard.deployments.config import BackboneArgs, BackboneTuning, tune_batching
+from lineguard.deployments.messages import FeatureBatch, ImageBatch
+from lineguard.models.preprocess import image_intensity
 
 if TYPE_CHECKING:
     pass
@@ -38,7 +38,7 @@ class Backbone:
     def __init__(self, backbone: dict[str, Any]) -> None:
         import torch
 
-        from models.backbone import FeatureExtractor
+        from lineguard.models.backbone import FeatureExtractor
 
         self.args = BackboneArgs(**backbone)
         self.extractor = FeatureExtractor(self.args.name, self.args.layers, self.args.weights, replica_device())

@@ -17,9 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.preprocess import DEFAULT_MAX_PIXELS
-from models.spec import DEFAULT_BACKBONE, DEFAULT_LAYERS, BackboneSpec
-from training.card import check_line_name
+from lineguard.models.preprocess import DEFAULT_MAX_PIXELS
+from lineguard.models.spec import DEFAULT_BACKBONE, DEFAULT_LAYERS, BackboneSpec
+from lineguard.registry.card import check_line_name
 
 MiB = 1024 * 1024
 

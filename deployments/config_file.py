@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from deployments.config import AppArgs
+from lineguard.deployments.config import AppArgs
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
 APP_NAME = "lineguard"

@@ -20,18 +20,18 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray.serve.handle import DeploymentHandle
 
-from deployments.config import AppArgs
-from deployments.errors import APIError
-from deployments.lines import LineDirectory, LineEntry
-from deployments.messages import ItemError
-from deployments.outbox import Outbox
-from deployments.records import CSV_COLUMNS, api_record, csv_values, plain_record
-from deployments.schemas import Feedback, FeedbackRecorded, HistoryPage
-from deployments.security import check_every_line, check_line
-from history.db import MAX_PAGE, HistoryQuery
-from history.ids import decode_cursor, encode_cursor, id_time, is_id, parse_window
-from history.reports import ANOMALY_LABELS
-from training.plots import binned_histogram
+from lineguard.deployments.config import AppArgs
+from lineguard.deployments.errors import APIError
+from lineguard.deployments.lines import LineDirectory, LineEntry
+from lineguard.deployments.messages import ItemError
+from lineguard.deployments.outbox import Outbox
+from lineguard.deployments.records import CSV_COLUMNS, api_record, csv_values, plain_record
+from lineguard.deployments.schemas import Feedback, FeedbackRecorded, HistoryPage
+from lineguard.deployments.security import check_every_line, check_line
+from lineguard.history.db import MAX_PAGE, HistoryQuery
+from lineguard.history.ids import decode_cursor, encode_cursor, id_time, is_id, parse_window
+from lineguard.history.reports import ANOMALY_LABELS
+from lineguard.models.plots import binned_histogram
 
 router = APIRouter()
 Call = Callable[[DeploymentHandle[Any]], Awaitable[Any]]

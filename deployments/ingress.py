@@ -30,15 +30,16 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 
-from deployments.config import SENSOR_CHUNK_ROWS, AppArgs, IngressTuning, tune_batching
-from deployments.errors import APIError
-from deployments.history_routes import HistoryRoutes
-from deployments.history_routes import router as history_router
-from deployments.lines import LineDirectory, LineEntry
-from deployments.messages import ClassResult, ItemError, ScoreResult, VectorScores
-from deployments.outbox import Outbox
-from deployments.records import decisions, image_row, sensor_rows
-from deployments.schemas import (
+from lineguard.deployments.config import SENSOR_CHUNK_ROWS, AppArgs, IngressTuning, tune_batching
+from lineguard.deployments.errors import APIError
+from lineguard.deployments.history_routes import HistoryRoutes
+from lineguard.deployments.history_routes import router as history_router
+from lineguard.deployments.keys import KeyRing
+from lineguard.deployments.lines import LineDirectory, LineEntry
+from lineguard.deployments.messages import ClassResult, ItemError, ScoreResult, VectorScores
+from lineguard.deployments.outbox import Outbox
+from lineguard.deployments.records import decisions, image_row, sensor_rows
+from lineguard.deployments.schemas import (
     SENSOR_BODY_SCHEMA,
     AnomalyAnswer,
     BatchItem,
@@ -58,18 +59,17 @@ from deployments.schemas import (
     ThresholdChanged,
     ThresholdUpdate,
 )
-from deployments.security import CORS, AuthMiddleware, BodyLimitMiddleware, KeyCache, check_line
-from deployments.sensor_input import Readings, parse_readings
-from deployments.telemetry import IngressMetrics, MetricsMiddleware, note_line
-from deployments.web_routes import WebRoutes
-from deployments.web_routes import router as web_router
-from history.ids import new_id, new_ids
-from models.preprocess import open_image, resize
-from models.sensor_model import SensorScores
-from models.visualize import normalise_map, overlay, png_bytes
-from training.keys import KeyRing
-from training.store import ModelStore
-from training.thresholds import set_severity, set_threshold
+from lineguard.deployments.security import CORS, AuthMiddleware, BodyLimitMiddleware, KeyCache, check_line
+from lineguard.deployments.sensor_input import Readings, parse_readings
+from lineguard.deployments.telemetry import IngressMetrics, MetricsMiddleware, note_line
+from lineguard.deployments.web_routes import WebRoutes
+from lineguard.deployments.web_routes import router as web_router
+from lineguard.history.ids import new_id, new_ids
+from lineguard.models.preprocess import open_image, resize
+from lineguard.models.sensor_model import SensorScores
+from lineguard.models.visualize import normalise_map, overlay, png_bytes
+from lineguard.registry.revisions import set_severity, set_threshold
+from lineguard.registry.store import ModelStore
 
 log = logging.getLogger("ray.serve")
 

@@ -16,10 +16,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-from deployments.errors import APIError, unknown_line
-from deployments.security import allowed, check_line
-from training.card import ModelCard, check_line_name
-from training.store import LineNotFoundError, ModelStore, StoreError
+from lineguard.deployments.errors import APIError, unknown_line
+from lineguard.deployments.security import allowed, check_line
+from lineguard.registry.card import ModelCard, check_line_name
+from lineguard.registry.store import LineNotFoundError, ModelStore, StoreError
 
 log = logging.getLogger("ray.serve")
 

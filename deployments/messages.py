@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.sensor_model import SensorScores
+from lineguard.models.sensor_model import SensorScores
 
 
 @dataclass(frozen=True)

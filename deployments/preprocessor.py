@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from deployments.config import PreprocessorTuning
-from deployments.messages import ImageBatch, ItemError
-from models.preprocess import BadImageError, ImageTooLargeError, open_image, resize
+from lineguard.deployments.config import PreprocessorTuning
+from lineguard.deployments.messages import ImageBatch, ItemError
+from lineguard.models.preprocess import BadImageError, ImageTooLargeError, open_image, resize
 
 
 def decode(data: bytes, size: int, max_pixels: int) -> np.ndarray | ItemError:

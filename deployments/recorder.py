@@ -23,11 +23,11 @@ from typing import Any
 
 from ray import serve
 
-from deployments.config import HistoryArgs, resolve_history_url
-from deployments.messages import ItemError
-from deployments.telemetry import DRIFT_LEVEL, RecorderMetrics
-from history.db import HistoryDB, HistoryQuery, display_url
-from history.reports import (
+from lineguard.deployments.config import HistoryArgs, resolve_history_url
+from lineguard.deployments.messages import ItemError
+from lineguard.deployments.telemetry import DRIFT_LEVEL, RecorderMetrics
+from lineguard.history.db import HistoryDB, HistoryQuery, display_url
+from lineguard.history.reports import (
     LineFacts,
     line_drift,
     line_stats,
@@ -35,8 +35,8 @@ from history.reports import (
     threshold_rates,
     threshold_suggestion,
 )
-from models.drift import DriftRules
-from training.store import LineNotFoundError, ModelStore
+from lineguard.models.drift import DriftRules
+from lineguard.registry.store import LineNotFoundError, ModelStore
 
 log = logging.getLogger("ray.serve")
 MAX_LINEAGE = 1000

@@ -9,9 +9,9 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from deployments.lines import LineEntry
-from deployments.messages import ClassResult, ScoreResult
-from models.sensor_model import SensorScores
+from lineguard.deployments.lines import LineEntry
+from lineguard.deployments.messages import ClassResult, ScoreResult
+from lineguard.models.sensor_model import SensorScores
 
 
 def digest(data: bytes) -> str:

@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from ray import serve
 
-from deployments.config import ScorerTuning
-from deployments.messages import ClassResult, FeatureBatch, ItemError, ScoreResult
-from training.card import check_line_name, check_version_name
-from training.store import ModelStore, StoreError
+from lineguard.deployments.config import ScorerTuning
+from lineguard.deployments.messages import ClassResult, FeatureBatch, ItemError, ScoreResult
+from lineguard.registry.card import check_line_name, check_version_name
+from lineguard.registry.store import ModelStore, StoreError
 
 if TYPE_CHECKING:
     import torch
 
-    from models.classifier import LineClassifier
-    from models.scoring import AnomalyScorer
+    from lineguard.models.classifier import LineClassifier
+    from lineguard.models.scoring import AnomalyScorer
 
     LineModel = AnomalyScorer | LineClassifier
 
@@ -46,7 +46,7 @@ class Scorer:
         self._get_model = self._loader(self.tuning.max_models)
 
     def _loader(self, max_models: int) -> Callable[[str], Awaitable[LineModel]]:
-        from training.line_model import classifier_from_card, scorer_from_card
+        from lineguard.registry.loaders import classifier_from_card, scorer_from_card
 
         async def load(model_id: str) -> LineModel:
             line, version = parse_model_id(model_id)
@@ -87,7 +87,7 @@ class Scorer:
         if good:
             import torch
 
-            from models.classifier import LineClassifier
+            from lineguard.models.classifier import LineClassifier
 
             rows = [features.rows[i] for i in good]
             tensors = [torch.from_numpy(layer[rows]).float() for layer in features.layers]

@@ -31,8 +31,8 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from deployments.errors import APIError
-from training.keys import KeyRing, KeyTable, Principal, Scope
+from lineguard.deployments.errors import APIError
+from lineguard.deployments.keys import KeyRing, KeyTable, Principal, Scope
 
 log = logging.getLogger("ray.serve")
 

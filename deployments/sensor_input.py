@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from deployments.errors import APIError
+from lineguard.deployments.errors import APIError
 
 ALLOWED_KEYS = ("values", "features", "sensor_id")
 _NUMBER = (int, float)

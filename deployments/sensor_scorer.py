@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray import serve
 
-from deployments.config import SensorScorerTuning, tune_batching
-from deployments.messages import ItemError, VectorScores
-from deployments.scorer import parse_model_id
-from training.store import ModelStore
+from lineguard.deployments.config import SensorScorerTuning, tune_batching
+from lineguard.deployments.messages import ItemError, VectorScores
+from lineguard.deployments.scorer import parse_model_id
+from lineguard.registry.store import ModelStore
 
 if TYPE_CHECKING:
-    from models.sensor_model import SensorModel
+    from lineguard.models.sensor_model import SensorModel
 
 
 def _rows(requests: list[np.ndarray]) -> int:
@@ -36,7 +36,7 @@ class SensorScorer:
         self._get_model = self._loader(self.tuning.max_models)
 
     def _loader(self, max_models: int) -> Callable[[str], Awaitable[SensorModel]]:
-        from training.line_model import sensor_model_from_card
+        from lineguard.registry.loaders import sensor_model_from_card
 
         async def load(model_id: str) -> SensorModel:
             line, version = parse_model_id(model_id)

@@ -17,9 +17,9 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
-from deployments.config import AppArgs
-from deployments.errors import APIError
-from training.samples import NoSampleRootsError, SampleError, SampleRoots
+from lineguard.deployments.config import AppArgs
+from lineguard.deployments.errors import APIError
+from lineguard.deployments.samples import NoSampleRootsError, SampleError, SampleRoots
 
 router = APIRouter()
 ASSET_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
@@ -30,7 +30,7 @@ FOLDER = Query(..., min_length=1, max_length=500, description="a folder id from 
 
 def _assets() -> dict[str, tuple[bytes, str]]:
     """The page's files, read once: name -> (bytes, content type)."""
-    web = files("deployments") / "web"
+    web = files("lineguard.deployments") / "web"
     out = {}
     for item in web.iterdir():
         suffix = "." + item.name.rpartition(".")[2]

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql.elements import ColumnElement
 
-from history.tables import COLUMNS, RECORD_COLUMNS, predictions
+from lineguard.history.tables import COLUMNS, RECORD_COLUMNS, predictions
 
 MAX_PAGE = 1000
 DEFAULT_URL = "sqlite:///lineguard-history.db"
@@ -92,7 +92,7 @@ class HistoryDB:
         self.backend = self.engine.dialect.name
 
     def migrate(self) -> None:
-        from history.migrate import upgrade
+        from lineguard.history.migrate import upgrade
 
         upgrade(self.engine)
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from history.db import HistoryDB, HistoryQuery
-from models.drift import DriftRules, assess, worst
-from models.rates import confusion, labelled_rates, percentiles, score_range, suggest_threshold
-from training.card import ModelCard
+from lineguard.history.db import HistoryDB, HistoryQuery
+from lineguard.models.drift import DriftRules, assess, worst
+from lineguard.models.rates import confusion, labelled_rates, percentiles, score_range, suggest_threshold
+from lineguard.registry.card import ModelCard
 
 ANOMALY_LABELS = ("ok", "ng")
 

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from models.backbone import FeatureExtractor
-from models.preprocess import PreprocessConfig, open_image, to_tensor
-from models.scoring import AnomalyScorer, Prediction
+from lineguard.models.backbone import FeatureExtractor
+from lineguard.models.preprocess import PreprocessConfig, open_image, to_tensor
+from lineguard.models.scoring import AnomalyScorer, Prediction
 
 
 class ImageAnomalyModel:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.heads.base import NotFittedError
+from lineguard.models.heads.base import NotFittedError
 
 
 class FeatureScaler(nn.Module):

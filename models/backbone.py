@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from models import weights as weights_mod
-from models.device import autocast_dtype, resolve_device
-from models.spec import DEFAULT_BACKBONE, DEFAULT_LAYERS, BackboneSpec
+from lineguard.models import weights as weights_mod
+from lineguard.models.device import autocast_dtype, resolve_device
+from lineguard.models.spec import DEFAULT_BACKBONE, DEFAULT_LAYERS, BackboneSpec
 
 __all__ = ["DEFAULT_BACKBONE", "DEFAULT_LAYERS", "BackboneSpec", "FeatureExtractor", "feature_layers"]
 

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.heads.base import NotFittedError
-from models.spec import DEFAULT_BACKBONE
+from lineguard.models.heads.base import NotFittedError
+from lineguard.models.spec import DEFAULT_BACKBONE
 
 TAILS = ("none", "frozen", "finetune")
 POOLINGS = ("avg", "avgmax")
@@ -61,8 +61,8 @@ class BackboneTail(nn.Module):
         super().__init__()
         import timm
 
-        from models import weights as weights_mod
-        from models.backbone import create_feature_net, feature_layers
+        from lineguard.models import weights as weights_mod
+        from lineguard.models.backbone import create_feature_net, feature_layers
 
         valid = feature_layers(backbone)
         if after not in valid:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.device import cpu_has_native_bf16
+from lineguard.models.device import cpu_has_native_bf16
 
 SEARCH_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.heads import AnomalyHead, NotFittedError, build_head
-from models.postprocess import gaussian_blur
-from models.threshold import Threshold
+from lineguard.models.heads import AnomalyHead, NotFittedError, build_head
+from lineguard.models.postprocess import gaussian_blur
+from lineguard.models.threshold import Threshold
 
 AGGREGATIONS = ("local_global", "max", "mean")
 

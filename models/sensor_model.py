@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from models.threshold import Threshold
+from lineguard.models.threshold import Threshold
 
 _LINEAR = re.compile(r"^(encoder|decoder)\.(\d+)\.weight$")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.store import ModelStore
-from training.synthetic import write_line
+from lineguard.registry.store import ModelStore
+from lineguard.training.synthetic import write_line
 
 SHARED = Path(os.environ.get("LINEGUARD_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 

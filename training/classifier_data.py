@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.preprocess import IMAGE_SUFFIXES
+from lineguard.models.preprocess import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.preprocess import IMAGE_SUFFIXES, BadImageError, ImageTooLargeError, PreprocessConfig, load_file
+from lineguard.models.preprocess import IMAGE_SUFFIXES, BadImageError, ImageTooLargeError, PreprocessConfig, load_file
 
 log = logging.getLogger(__name__)
 

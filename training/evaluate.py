@@ -13,13 +13,13 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from models.metrics import image_metrics, pixel_roc_auc, roc_auc
-from models.postprocess import upsample
-from models.preprocess import open_image, resize
-from models.scoring import AnomalyScorer
-from models.visualize import normalise_map, overlay
-from training import features as engine
-from training.data import Sample, read_mask
+from lineguard.models.metrics import image_metrics, pixel_roc_auc, roc_auc
+from lineguard.models.postprocess import upsample
+from lineguard.models.preprocess import open_image, resize
+from lineguard.models.scoring import AnomalyScorer
+from lineguard.models.visualize import normalise_map, overlay
+from lineguard.training import features as engine
+from lineguard.training.data import Sample, read_mask
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ def write_report(
     result: EvalResult, scorer: AnomalyScorer, out_dir: Path, image_size: int, title: str, overlays: int = 12
 ) -> list[Path]:
     """``metrics.json``, ``histogram.png`` and heatmap overlays of the most telling images."""
-    from training.plots import score_histogram
+    from lineguard.models.plots import score_histogram
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "metrics.json", out_dir / "histogram.png"]

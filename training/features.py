@@ -31,12 +31,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from models.backbone import DEFAULT_BACKBONE, DEFAULT_LAYERS, FeatureExtractor
-from models.preprocess import BadImageError, ImageTooLargeError, PreprocessConfig, open_image, to_tensor
-from models.scoring import AnomalyScorer
-from training.augment import Augment, view_rng
-from training.card import BackboneInfo
-from training.data import read_image
+from lineguard.models.backbone import DEFAULT_BACKBONE, DEFAULT_LAYERS, FeatureExtractor
+from lineguard.models.preprocess import BadImageError, ImageTooLargeError, PreprocessConfig, open_image, to_tensor
+from lineguard.models.scoring import AnomalyScorer
+from lineguard.registry.card import BackboneInfo
+from lineguard.training.augment import Augment, view_rng
+from lineguard.training.data import read_image
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class BackboneSettings:
     def backbone_info(self) -> BackboneInfo:
         """What the card records of the backbone: dimensions and normalisation (read from an unweighted
         net: no need to load the weights for that) and where the weights come from."""
-        from models.weights import resolve
+        from lineguard.models.weights import resolve
 
         info = FeatureExtractor(self.backbone, self.layers, "none", "cpu", "fp32").describe()
         info["weights"] = resolve(self.backbone, self.weights).describe()
@@ -111,7 +111,7 @@ class BatchWorker:
         self.extractor = FeatureExtractor(spec.backbone, spec.layers, spec.weights, spec.device, spec.precision)
         self.preprocess = PreprocessConfig(spec.image_size, self.extractor.mean, self.extractor.std)
         if spec.mode == "classifier":
-            from models.classifier import ImageClassifier
+            from lineguard.models.classifier import ImageClassifier
 
             self.classifier = ImageClassifier(
                 self.extractor.channels, 2, backbone=spec.backbone, tap=self.extractor.layers[-1],

@@ -18,30 +18,30 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from models.classifier import POOLINGS, TAILS, ImageClassifier, SeverityRules, decide, fit_temperature
-from models.metrics import class_metrics, expected_calibration_error
-from models.preprocess import file_intensities
-from models.threshold import Threshold
-from training import features as engine
-from training.augment import AUGMENTS
-from training.card import BackboneInfo, ClassifierInfo, DataInfo, HeadInfo, ModelCard, check_line_name
-from training.classifier_data import ClassDataset, LabelledImage, discover_classes, stratified_split
-from training.data import fingerprint
-from training.evaluate import calibration_summary, json_safe, labelled_metrics
-from training.provenance import Timer, software_versions
-from training.store import ModelStore
-from training.train_classifier import (
+from lineguard.models.classifier import POOLINGS, TAILS, ImageClassifier, SeverityRules, decide, fit_temperature
+from lineguard.models.metrics import class_metrics, expected_calibration_error
+from lineguard.models.preprocess import file_intensities
+from lineguard.models.threshold import Threshold
+from lineguard.registry.card import BackboneInfo, ClassifierInfo, DataInfo, HeadInfo, ModelCard, check_line_name
+from lineguard.registry.store import ModelStore
+from lineguard.training import features as engine
+from lineguard.training.augment import AUGMENTS
+from lineguard.training.classifier_data import ClassDataset, LabelledImage, discover_classes, stratified_split
+from lineguard.training.data import fingerprint
+from lineguard.training.evaluate import calibration_summary, json_safe, labelled_metrics
+from lineguard.training.provenance import Timer, software_versions
+from lineguard.training.train_classifier import (
     CachedSplit,
     classifier_train_options,
     fit_standardizer,
     logits_of,
     train_classifier,
 )
-from training.train_loop import TrainOptions, thin_history
+from lineguard.training.train_loop import TrainOptions, thin_history
 
 if TYPE_CHECKING:
-    from models.backbone import FeatureExtractor
-    from models.classifier import LineClassifier
+    from lineguard.models.backbone import FeatureExtractor
+    from lineguard.models.classifier import LineClassifier
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def fit_classifier_line(
     )
     fit_standardizer(model, train[0])
     if options.train.workers == 0:  # in this process: on the fit's device (Ray Train workers pick their own)
-        from models.device import resolve_device
+        from lineguard.models.device import resolve_device
 
         model.to(resolve_device(options.device))
     trained = train_classifier(model, train[0], val[0], options.train, options.tail_lr_ratio)
@@ -225,8 +225,8 @@ def evaluate_folder(
 ) -> tuple[dict[str, Any], list[str]]:
     """Metrics of a stored classifier line on every image of a class-folder ``data`` set; its classes
     must be the line's (folder names, after ``merge``). Returns the metrics and the unreadable files."""
-    from training.data import read_image
-    from training.line_model import preprocess_config
+    from lineguard.registry.loaders import preprocess_config
+    from lineguard.training.data import read_image
 
     assert card.classifier is not None
     dataset = discover_classes(data, merge)  # classes are matched to the line's by name

@@ -21,15 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.preprocess import file_intensities
-from models.scoring import AnomalyScorer
-from models.threshold import Threshold, from_labelled, from_normal_scores
-from training import features as engine
-from training.card import DataInfo, HeadInfo, ModelCard, check_line_name
-from training.data import ImageDataset, Sample, discover, fingerprint
-from training.evaluate import EvalResult, calibration_summary, evaluate_maps, score_samples
-from training.provenance import Timer, software_versions
-from training.store import ModelStore
+from lineguard.models.preprocess import file_intensities
+from lineguard.models.scoring import AnomalyScorer
+from lineguard.models.threshold import Threshold, from_labelled, from_normal_scores
+from lineguard.registry.card import DataInfo, HeadInfo, ModelCard, check_line_name
+from lineguard.registry.store import ModelStore
+from lineguard.training import features as engine
+from lineguard.training.data import ImageDataset, Sample, discover, fingerprint
+from lineguard.training.evaluate import EvalResult, calibration_summary, evaluate_maps, score_samples
+from lineguard.training.provenance import Timer, software_versions
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ def _label(text: str, options: FitOptions) -> str:
 
 
 def _driver_device(device: str) -> torch.device:
-    from models.device import resolve_device
+    from lineguard.models.device import resolve_device
 
     return resolve_device(device)
 
@@ -356,7 +356,7 @@ def _card(
 
 
 def _head_params(options: FitOptions) -> dict[str, Any]:
-    from models.heads import build_head
+    from lineguard.models.heads import build_head
 
     return build_head(options.head, **options.head_params).params()
 

@@ -25,16 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.autoencoder import SensorAutoEncoder
-from models.sensor_model import SensorModel
-from models.threshold import OBJECTIVES, Threshold, from_labelled, from_normal_scores
-from training.card import DataInfo, HeadInfo, ModelCard, SensorInputs, check_line_name
-from training.evaluate import calibration_summary, labelled_metrics
-from training.provenance import Timer, software_versions
-from training.sensor_data import SensorTable, read_table
-from training.store import ModelStore
-from training.train_loop import thin_history
-from training.train_sensor import TrainOptions, train_autoencoder
+from lineguard.models.autoencoder import SensorAutoEncoder
+from lineguard.models.sensor_model import SensorModel
+from lineguard.models.threshold import OBJECTIVES, Threshold, from_labelled, from_normal_scores
+from lineguard.registry.card import DataInfo, HeadInfo, ModelCard, SensorInputs, check_line_name
+from lineguard.registry.store import ModelStore
+from lineguard.training.evaluate import calibration_summary, labelled_metrics
+from lineguard.training.provenance import Timer, software_versions
+from lineguard.training.sensor_data import SensorTable, read_table
+from lineguard.training.train_loop import thin_history
+from lineguard.training.train_sensor import TrainOptions, train_autoencoder
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.classifier import ImageClassifier
-from training.train_loop import (
+from lineguard.models.classifier import ImageClassifier
+from lineguard.training.train_loop import (
     TrainOptions,
     TrainResult,
     WorkerReports,

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.autoencoder import SensorAutoEncoder
-from training.train_loop import (
+from lineguard.models.autoencoder import SensorAutoEncoder
+from lineguard.training.train_loop import (
     TrainOptions,
     TrainResult,
     WorkerReports,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from history.tables import metadata
+from lineguard.history.tables import metadata
 
 config = context.config
 connection = config.attributes.get("connection")

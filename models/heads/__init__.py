@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.heads.base import AnomalyHead, HeadOutput, NotFittedError
-from models.heads.mean_embedding import MeanEmbedding
-from models.heads.padim import Padim
-from models.heads.patchcore import PatchCore
+from lineguard.models.heads.base import AnomalyHead, HeadOutput, NotFittedError
+from lineguard.models.heads.mean_embedding import MeanEmbedding
+from lineguard.models.heads.padim import Padim
+from lineguard.models.heads.patchcore import PatchCore
 
 HEADS: dict[str, type[AnomalyHead]] = {cls.kind: cls for cls in (PatchCore, Padim, MeanEmbedding)}
 

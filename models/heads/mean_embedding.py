@@ -15,8 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from models.features import align_and_concat, check_channels
-from models.heads.base import AnomalyHead, HeadOutput
+from lineguard.models.features import align_and_concat, check_channels
+from lineguard.models.heads.base import AnomalyHead, HeadOutput
 
 METRICS = ("euclidean", "cosine")
 

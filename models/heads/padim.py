@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from models.features import align_and_concat, check_channels
-from models.heads.base import AnomalyHead, HeadOutput
+from lineguard.models.features import align_and_concat, check_channels
+from lineguard.models.heads.base import AnomalyHead, HeadOutput
 
 
 class Padim(AnomalyHead):

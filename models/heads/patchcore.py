@@ -27,10 +27,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from models.coreset import greedy_coreset, greedy_coreset_batched
-from models.features import align_and_concat, check_channels, local_average
-from models.heads.base import AnomalyHead, HeadOutput
-from models.nn_search import NearestNeighbourSearch
+from lineguard.models.coreset import greedy_coreset, greedy_coreset_batched
+from lineguard.models.features import align_and_concat, check_channels, local_average
+from lineguard.models.heads.base import AnomalyHead, HeadOutput
+from lineguard.models.nn_search import NearestNeighbourSearch
 
 
 class PatchCore(AnomalyHead):

@@ -16,18 +16,18 @@ from typing import Any
 import httpx
 import pytest
 
-from deployments import config_file
-from deployments.app import bind_graph
-from models.anomaly_model import ImageAnomalyModel
-from training.fit_classifier import ClassifierFitOptions, fit_classifier_line
-from training.fit_image import FitOptions, fit_image_line
-from training.fit_sensor import SensorFitOptions, fit_sensor_line
-from training.keys import KEYS_FILE, KeyRing
-from training.line_model import load_image_model
-from training.store import ModelStore
-from training.synthetic import write_class_folders
-from training.synthetic_sensor import write_csv
-from training.train_sensor import TrainOptions
+from lineguard.deployments import config_file
+from lineguard.deployments.app import bind_graph
+from lineguard.deployments.keys import KEYS_FILE, KeyRing
+from lineguard.models.anomaly_model import ImageAnomalyModel
+from lineguard.registry.loaders import load_image_model
+from lineguard.registry.store import ModelStore
+from lineguard.training.fit_classifier import ClassifierFitOptions, fit_classifier_line
+from lineguard.training.fit_image import FitOptions, fit_image_line
+from lineguard.training.fit_sensor import SensorFitOptions, fit_sensor_line
+from lineguard.training.synthetic import write_class_folders
+from lineguard.training.synthetic_sensor import write_csv
+from lineguard.training.train_sensor import TrainOptions
 
 LINES = ("press-a", "press-b", "press-c")
 SENSOR_LINE = "spindle-1"  # a sensor line beside the image lines

@@ -50,8 +50,8 @@ def run(store: str, line: str, reading: list[float]) -> dict[str, Any]:
     from ray import serve
     from ray.cluster_utils import Cluster
 
-    from deployments import config_file
-    from deployments.app import bind_graph
+    from lineguard.deployments import config_file
+    from lineguard.deployments.app import bind_graph
 
     app = config_file.application(config_file.read())
     os.environ.update(config_file.env_vars(app))

@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deployments import config_file
-from deployments.app import bind_graph
-from history.db import HistoryDB, HistoryQuery
+from lineguard.deployments import config_file
+from lineguard.deployments.app import bind_graph
+from lineguard.history.db import HistoryDB, HistoryQuery
+from lineguard.registry.store import TENSORS_FILE, ModelStore
 from tests.deployments.conftest import IMAGE_SIZE, Service
-from training.store import TENSORS_FILE, ModelStore
 
 pytestmark = pytest.mark.ray
 

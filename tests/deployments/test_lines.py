@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from deployments.errors import APIError
-from deployments.lines import LineDirectory
-from training.card import ModelCard
-from training.store import TENSORS_FILE, ModelStore
+from lineguard.deployments.errors import APIError
+from lineguard.deployments.lines import LineDirectory
+from lineguard.registry.card import ModelCard
+from lineguard.registry.store import TENSORS_FILE, ModelStore
 
 
 def card(threshold: float) -> ModelCard:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from training.fit_sensor import SensorFitOptions, fit_sensor_line
-from training.sensor_data import read_table
-from training.store import ModelStore
-from training.synthetic_sensor import write_csv
-from training.train_sensor import TrainOptions
+from lineguard.registry.store import ModelStore
+from lineguard.training.fit_sensor import SensorFitOptions, fit_sensor_line
+from lineguard.training.sensor_data import read_table
+from lineguard.training.synthetic_sensor import write_csv
+from lineguard.training.train_sensor import TrainOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.ray

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from deployments.outbox import Outbox
-from history.db import HistoryDB, HistoryQuery
+from lineguard.deployments.outbox import Outbox
+from lineguard.history.db import HistoryDB, HistoryQuery
 from tests.history.test_db import rows_for
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from lineguard.deployments.keys import KeyRing
 from tests.deployments.conftest import ORIGIN, Keys, Service, wait_for
-from training.keys import KeyRing
 
 pytestmark = pytest.mark.ray
 

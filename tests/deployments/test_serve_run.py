@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lineguard.cli.launcher import descendants
+from lineguard.registry.store import ModelStore
+from lineguard.training.fit_image import FitOptions, fit_image_line
 from tests.deployments.conftest import free_port
-from training.fit_image import FitOptions, fit_image_line
-from training.serve_launcher import descendants
-from training.store import ModelStore
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Pa
     command = [
         sys.executable,
         "-m",
-        "training.cli",
+        "lineguard.cli.main",
         "--store",
         str(store.root),
         "serve",

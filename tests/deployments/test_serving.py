@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from history.ids import is_id
+from lineguard.history.ids import is_id
+from lineguard.training.fit_image import FitOptions, fit_image_line
 from tests.deployments.conftest import CLASSIFIER_LINE, LINES, MAX_IMAGE_BYTES, SENSOR_LINE, Service
 from tests.models.test_preprocess import png_header_only
-from training.fit_image import FitOptions, fit_image_line
 
 pytestmark = pytest.mark.ray
 
@@ -269,8 +269,8 @@ def test_overload_gets_503_with_retry_after_and_service_recovers(service: Servic
     """A second application with tiny queues: excess requests are refused, never lost in a 5xx crash."""
     from ray import serve
 
-    from deployments import config_file
-    from deployments.app import bind_graph
+    from lineguard.deployments import config_file
+    from lineguard.deployments.app import bind_graph
 
     app = config_file.application(config_file.read())
     args = config_file.app_args(

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from lineguard.registry.loaders import load_classifier
 from tests.deployments.conftest import CLASSIFIER_LINE, IMAGE_SIZE, LINES, Service
-from training.line_model import load_classifier
 
 pytestmark = pytest.mark.ray
 
@@ -29,7 +29,7 @@ def post(client: httpx.Client, path: Path, route: str = PREDICT, **data: str) ->
 
 
 def in_process(service: Service, paths: list[Path]) -> np.ndarray:
-    from models.preprocess import PreprocessConfig, load_file
+    from lineguard.models.preprocess import PreprocessConfig, load_file
 
     _, extractor, classifier = load_classifier(service.store, CLASSIFIER_LINE, device="cpu")
     config = PreprocessConfig(IMAGE_SIZE, extractor.mean, extractor.std)

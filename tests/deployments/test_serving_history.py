@@ -19,8 +19,8 @@ import pytest
 import ray
 from PIL import Image
 
+from lineguard.training.sensor_data import read_table
 from tests.deployments.conftest import CLASSIFIER_LINE, SENSOR_LINE, Service
-from training.sensor_data import read_table
 
 pytestmark = pytest.mark.ray
 

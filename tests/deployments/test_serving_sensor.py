@@ -11,13 +11,13 @@ import httpx
 import numpy as np
 import pytest
 
-from history.ids import is_id
+from lineguard.history.ids import is_id
+from lineguard.registry.loaders import sensor_model_from_card
+from lineguard.training.fit_sensor import SensorFitOptions, fit_sensor_line
+from lineguard.training.sensor_data import SensorTable, read_table
+from lineguard.training.synthetic_sensor import FEATURES
+from lineguard.training.train_sensor import TrainOptions
 from tests.deployments.conftest import LINES, SENSOR_LINE, Service
-from training.fit_sensor import SensorFitOptions, fit_sensor_line
-from training.line_model import sensor_model_from_card
-from training.sensor_data import SensorTable, read_table
-from training.synthetic_sensor import FEATURES
-from training.train_sensor import TrainOptions
 
 pytestmark = pytest.mark.ray
 PREDICT = f"/v1/lines/{SENSOR_LINE}/predict"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from history.db import HistoryDB
+from lineguard.history.db import HistoryDB
 from tests.postgres import PostgresServer, binaries
 
 

@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from history.db import MAX_PAGE, HistoryDB, HistoryQuery
-from history.ids import decode_cursor, encode_cursor, id_time, is_id, new_ids, parse_window
-from history.migrate import current
-from history.reports import LineFacts, line_drift, line_stats, score_histogram, threshold_suggestion
-from models.drift import DriftRules
+from lineguard.history.db import MAX_PAGE, HistoryDB, HistoryQuery
+from lineguard.history.ids import decode_cursor, encode_cursor, id_time, is_id, new_ids, parse_window
+from lineguard.history.migrate import current
+from lineguard.history.reports import LineFacts, line_drift, line_stats, score_histogram, threshold_suggestion
+from lineguard.models.drift import DriftRules
 
 
 def rows_for(line: str, scores: np.ndarray, threshold: float = 1.0, **extra: object) -> list[dict[str, object]]:

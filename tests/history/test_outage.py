@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deployments.config import HistoryArgs
-from deployments.outbox import Outbox
-from history.db import HistoryDB, HistoryQuery
+from lineguard.deployments.config import HistoryArgs
+from lineguard.deployments.outbox import Outbox
+from lineguard.history.db import HistoryDB, HistoryQuery
 from tests.history.conftest import fresh_pg_database
 from tests.history.test_db import rows_for
 from tests.postgres import PostgresServer
@@ -29,7 +29,7 @@ def recorder(ray_session: None, postgres: PostgresServer, tmp_path: Path) -> Ite
     open: the handle's router lives on it, and Serve's shutdown at the end of the session stops it there."""
     from ray import serve
 
-    from deployments.recorder import Recorder
+    from lineguard.deployments.recorder import Recorder
 
     url = fresh_pg_database(postgres, "outage")
     with socket.socket() as s:

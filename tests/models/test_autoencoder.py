@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from models.autoencoder import FeatureScaler, SensorAutoEncoder
-from models.heads.base import NotFittedError
-from models.sensor_model import SensorModel, gelu
-from models.threshold import Threshold
-from training.synthetic_sensor import normal_operation
-from training.train_sensor import TrainOptions, train_autoencoder
+from lineguard.models.autoencoder import FeatureScaler, SensorAutoEncoder
+from lineguard.models.heads.base import NotFittedError
+from lineguard.models.sensor_model import SensorModel, gelu
+from lineguard.models.threshold import Threshold
+from lineguard.training.synthetic_sensor import normal_operation
+from lineguard.training.train_sensor import TrainOptions, train_autoencoder
 
 
 def test_scaler_standardises_and_inverts() -> None:

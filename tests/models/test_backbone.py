@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.backbone import FeatureExtractor, feature_layers
+from lineguard.models.backbone import FeatureExtractor, feature_layers
 
 
 def test_layers_by_name_and_dimensions_from_feature_info() -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.backbone import FeatureExtractor
-from models.classifier import (
+from lineguard.models.backbone import FeatureExtractor
+from lineguard.models.classifier import (
     BackboneTail,
     ImageClassifier,
     LineClassifier,
@@ -15,8 +15,8 @@ from models.classifier import (
     decide,
     fit_temperature,
 )
-from models.heads import NotFittedError
-from models.metrics import class_metrics, expected_calibration_error
+from lineguard.models.heads import NotFittedError
+from lineguard.models.metrics import class_metrics, expected_calibration_error
 
 
 @pytest.fixture(scope="module")

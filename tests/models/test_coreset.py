@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from models.coreset import greedy_coreset, greedy_coreset_batched
+from lineguard.models.coreset import greedy_coreset, greedy_coreset_batched
 
 
 def covering_radius(x: torch.Tensor, chosen: torch.Tensor) -> float:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.drift import DriftRules, assess, psi, worst
-from models.rates import confusion, labelled_rates, score_range, suggest_threshold
+from lineguard.models.drift import DriftRules, assess, psi, worst
+from lineguard.models.rates import confusion, labelled_rates, score_range, suggest_threshold
 
 
 def test_psi_is_zero_for_the_same_distribution_and_grows_with_a_shift() -> None:

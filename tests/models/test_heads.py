@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.heads import HEADS, NotFittedError, build_head
+from lineguard.models.heads import HEADS, NotFittedError, build_head
 
 
 def normal_features(n: int, seed: int = 0) -> list[torch.Tensor]:

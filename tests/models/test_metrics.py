@@ -7,7 +7,7 @@ import math
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from models.metrics import confusion, image_metrics, pixel_roc_auc, rates, roc_auc
+from lineguard.models.metrics import confusion, image_metrics, pixel_roc_auc, rates, roc_auc
 
 
 def test_auroc_matches_sklearn_with_ties() -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.backbone import FeatureExtractor
-from models.heads import PatchCore
-from models.nn_search import NearestNeighbourSearch
-from models.preprocess import PreprocessConfig, load_file
+from lineguard.models.backbone import FeatureExtractor
+from lineguard.models.heads import PatchCore
+from lineguard.models.nn_search import NearestNeighbourSearch
+from lineguard.models.preprocess import PreprocessConfig, load_file
 
 
 def test_fp32_is_exact() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.preprocess import (
+from lineguard.models.preprocess import (
     BadImageError,
     ImageTooLargeError,
     PreprocessConfig,

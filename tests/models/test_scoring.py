@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.heads import NotFittedError, build_head
-from models.postprocess import gaussian_blur, upsample
-from models.scoring import AnomalyScorer
-from models.threshold import Threshold
+from lineguard.models.heads import NotFittedError, build_head
+from lineguard.models.postprocess import gaussian_blur, upsample
+from lineguard.models.scoring import AnomalyScorer
+from lineguard.models.threshold import Threshold
 from tests.models.test_heads import normal_features, with_defect
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.threshold import Threshold, from_labelled, from_normal_scores
+from lineguard.models.threshold import Threshold, from_labelled, from_normal_scores
 
 
 def test_conformal_quantile_keeps_the_over_detection_rate() -> None:

@@ -7,8 +7,8 @@ import pytest
 import timm
 import torch
 
-from models.backbone import FeatureExtractor
-from models.weights import convert_efficientnet_lite, offline_weights_file, resolve
+from lineguard.models.backbone import FeatureExtractor
+from lineguard.models.weights import convert_efficientnet_lite, offline_weights_file, resolve
 
 
 def test_offline_weights_classify_a_known_photo() -> None:

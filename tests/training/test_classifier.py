@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
+from lineguard.cli.main import main
+from lineguard.registry.loaders import classifier_from_card, load_classifier
+from lineguard.registry.revisions import set_severity, set_threshold
+from lineguard.registry.store import ModelStore
+from lineguard.training.classifier_data import discover_classes, stratified_split
+from lineguard.training.fit_classifier import ClassifierFitOptions, fit_classifier_line
+from lineguard.training.synthetic import write_class_folders
+from lineguard.training.train_classifier import classifier_train_options
 from tests.conftest import shared_dataset
-from training.classifier_data import discover_classes, stratified_split
-from training.cli import main
-from training.fit_classifier import ClassifierFitOptions, fit_classifier_line
-from training.line_model import classifier_from_card, load_classifier
-from training.store import ModelStore
-from training.synthetic import write_class_folders
-from training.thresholds import set_severity, set_threshold
-from training.train_classifier import classifier_train_options
 
 SIZE = 96
 
@@ -117,7 +117,7 @@ def test_fit_evaluates_on_held_out_images_and_serves_the_same_answers(classes: P
     assert classifier.classes == card.classifier.classes
     again = classifier_from_card(store, card)
     np.testing.assert_array_equal(again.model.temperature.numpy(), classifier.model.temperature.numpy())
-    from models.preprocess import PreprocessConfig, load_file
+    from lineguard.models.preprocess import PreprocessConfig, load_file
 
     config = PreprocessConfig(SIZE, extractor.mean, extractor.std)
     images = [sorted((classes / name).iterdir())[0] for name in ("good", "scratch")]
@@ -144,7 +144,7 @@ def test_threshold_and_severity_change_as_new_versions(classes: Path, store: Mod
 def test_finetuning_the_last_stage_changes_only_that_stage(classes: Path, store: ModelStore) -> None:
     from safetensors.torch import load as load_tensors
 
-    from models.classifier import BackboneTail
+    from lineguard.models.classifier import BackboneTail
 
     report = fit_classifier_line("parts", classes, quick(tail="finetune", hidden=0, views=1), store)
     state = load_tensors(store.read_tensor_bytes(report.card))

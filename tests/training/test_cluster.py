@@ -8,11 +8,11 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from deployments import config_file
-from deployments.config import AppArgs
-from training.cli import main
-from training.cluster import DOCKERFILE, MANIFEST, ClusterOptions, check_image_tag, ray_version, render
-from training.cluster import serve_config_for_cluster as for_cluster
+from lineguard.cli.main import main
+from lineguard.cluster.render import DOCKERFILE, MANIFEST, ClusterOptions, check_image_tag, ray_version, render
+from lineguard.cluster.render import serve_config_for_cluster as for_cluster
+from lineguard.deployments import config_file
+from lineguard.deployments.config import AppArgs
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_serve_config_v2_is_serve_config_with_the_cluster_changes_only(manifest:
     assert served == for_cluster(config_file.read(), ClusterOptions())
     app = config_file.application(served)
     root = config_file.application(config_file.read())
-    assert app["import_path"] == root["import_path"] == "deployments.app:build_app"
+    assert app["import_path"] == root["import_path"] == "lineguard.deployments.app:build_app"
     assert [d["name"] for d in app["deployments"]] == [d["name"] for d in root["deployments"]]
     AppArgs(**app["args"])  # the builder's arguments validate
     backbone = next(d for d in app["deployments"] if d["name"] == "Backbone")

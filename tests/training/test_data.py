@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from models.preprocess import PreprocessConfig
-from training.data import discover, read_image, read_mask
+from lineguard.models.preprocess import PreprocessConfig
+from lineguard.training.data import discover, read_image, read_mask
 
 
 def test_mvtec_layout_with_masks_paired_by_stem(synthetic_line: Path, tmp_path: Path) -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.cli import main
-from training.fit_image import FitOptions, fit_image_line
-from training.line_model import load_image_model
-from training.store import ModelStore
-from training.thresholds import set_threshold
+from lineguard.cli.main import main
+from lineguard.registry.loaders import load_image_model
+from lineguard.registry.revisions import set_threshold
+from lineguard.registry.store import ModelStore
+from lineguard.training.fit_image import FitOptions, fit_image_line
 
 FAST = {"image_size": 128, "head_params": {"bank_size": 1024}, "progress": False}
 

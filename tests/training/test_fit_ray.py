@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from training.fit_image import FitOptions, fit_image_line
-from training.store import ModelStore
+from lineguard.registry.store import ModelStore
+from lineguard.training.fit_image import FitOptions, fit_image_line
 
 pytestmark = pytest.mark.ray
 

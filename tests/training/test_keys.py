@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from training.cli import main
-from training.keys import KEYS_FILE, KeyRing
-from training.store import ModelStore, StoreError
+from lineguard.cli.main import main
+from lineguard.deployments.keys import KEYS_FILE, KeyRing
+from lineguard.registry.store import ModelStore, StoreError
 
 
 def test_keys_are_stored_hashed_and_checked(store: ModelStore) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from lineguard.registry.store import ModelStore
+from lineguard.training.fit_image import FitOptions, fit_image_line
 from tests.conftest import shared_dataset
-from training.fit_image import FitOptions, fit_image_line
-from training.store import ModelStore
 
 
 def test_battery_weld_line(store: ModelStore) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from training.samples import NoSampleRootsError, SampleError, SampleRoots
-from training.synthetic import write_line
+from lineguard.deployments.samples import NoSampleRootsError, SampleError, SampleRoots
+from lineguard.training.synthetic import write_line
 
 
 @pytest.fixture(scope="module")

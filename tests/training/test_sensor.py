@@ -11,14 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from models.autoencoder import SensorAutoEncoder
-from training.cli import main
-from training.fit_sensor import SensorFitOptions, fit_sensor_line, split_rows
-from training.line_model import sensor_model_from_card
-from training.sensor_data import read_table
-from training.store import ModelStore
-from training.synthetic_sensor import FEATURES, write_csv
-from training.train_sensor import TrainOptions, train_autoencoder
+from lineguard.cli.main import main
+from lineguard.models.autoencoder import SensorAutoEncoder
+from lineguard.registry.loaders import sensor_model_from_card
+from lineguard.registry.store import ModelStore
+from lineguard.training.fit_sensor import SensorFitOptions, fit_sensor_line, split_rows
+from lineguard.training.sensor_data import read_table
+from lineguard.training.synthetic_sensor import FEATURES, write_csv
+from lineguard.training.train_sensor import TrainOptions, train_autoencoder
 
 
 @pytest.fixture(scope="module")

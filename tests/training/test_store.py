@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.card import ModelCard
-from training.store import CorruptModelError, LineNotFoundError, ModelStore
+from lineguard.registry.card import ModelCard
+from lineguard.registry.store import CorruptModelError, LineNotFoundError, ModelStore
 
 
 def card(line: str = "press-1", threshold: float = 1.5) -> ModelCard:

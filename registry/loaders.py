@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from models.sensor_model import SensorModel
-from models.spec import BackboneSpec
-from models.threshold import Threshold
-from training.card import ModelCard
-from training.store import ModelStore
+from lineguard.models.sensor_model import SensorModel
+from lineguard.models.spec import BackboneSpec
+from lineguard.models.threshold import Threshold
+from lineguard.registry.card import ModelCard
+from lineguard.registry.store import ModelStore
 
 if TYPE_CHECKING:
-    from models.anomaly_model import ImageAnomalyModel
-    from models.backbone import FeatureExtractor
-    from models.classifier import LineClassifier
-    from models.preprocess import PreprocessConfig
-    from models.scoring import AnomalyScorer
+    from lineguard.models.anomaly_model import ImageAnomalyModel
+    from lineguard.models.backbone import FeatureExtractor
+    from lineguard.models.classifier import LineClassifier
+    from lineguard.models.preprocess import PreprocessConfig
+    from lineguard.models.scoring import AnomalyScorer
 
 
 def backbone_spec(card: ModelCard) -> BackboneSpec:
@@ -29,7 +29,7 @@ def backbone_spec(card: ModelCard) -> BackboneSpec:
 
 
 def preprocess_config(card: ModelCard) -> PreprocessConfig:
-    from models.preprocess import PreprocessConfig
+    from lineguard.models.preprocess import PreprocessConfig
 
     if card.backbone is None:
         raise ValueError(f"line {card.line!r} ({card.kind}) takes no images")
@@ -39,7 +39,7 @@ def preprocess_config(card: ModelCard) -> PreprocessConfig:
 
 def scorer_from_card(store: ModelStore, card: ModelCard) -> AnomalyScorer:
     """The fitted line scorer (head + calibration + threshold) of ``card``'s version."""
-    from models.scoring import AnomalyScorer
+    from lineguard.models.scoring import AnomalyScorer
 
     if card.kind != "image-anomaly" or card.head is None:
         raise ValueError(f"line {card.line!r} is a {card.kind} line, not image-anomaly")
@@ -59,8 +59,8 @@ def load_image_model(
     precision: str = "auto",
 ) -> tuple[ModelCard, ImageAnomalyModel]:
     """Card and in-process pipeline of a line; pass ``extractor`` to share one backbone between lines."""
-    from models.anomaly_model import ImageAnomalyModel
-    from models.backbone import FeatureExtractor
+    from lineguard.models.anomaly_model import ImageAnomalyModel
+    from lineguard.models.backbone import FeatureExtractor
 
     card = store.read_card(line, version)
     spec = backbone_spec(card)
@@ -79,7 +79,7 @@ def sensor_model_from_card(store: ModelStore, card: ModelCard) -> SensorModel:
 
 def classifier_from_card(store: ModelStore, card: ModelCard) -> LineClassifier:
     """The fitted classifier line (tail + head + temperature, classes, threshold, severity) of ``card``."""
-    from models.classifier import ImageClassifier, LineClassifier, SeverityRules
+    from lineguard.models.classifier import ImageClassifier, LineClassifier, SeverityRules
 
     if card.kind != "image-classifier" or card.head is None or card.classifier is None:
         raise ValueError(f"line {card.line!r} is a {card.kind} line, not image-classifier")
@@ -99,7 +99,7 @@ def load_classifier(
     precision: str = "auto",
 ) -> tuple[ModelCard, FeatureExtractor, LineClassifier]:
     """Card, shared-backbone extractor and fitted classifier of a classifier line, in this process."""
-    from models.backbone import FeatureExtractor
+    from lineguard.models.backbone import FeatureExtractor
 
     card = store.read_card(line, version)
     classifier = classifier_from_card(store, card)

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from models.heads import HEADS, NotFittedError
-from models.scoring import AGGREGATIONS
-from training.settings import get_settings
-from training.store import ModelStore, StoreError
+from lineguard.cli.settings import get_settings
+from lineguard.models.heads import HEADS, NotFittedError
+from lineguard.models.scoring import AGGREGATIONS
+from lineguard.registry.store import ModelStore, StoreError
 
 log = logging.getLogger("lineguard")
 KINDS = {"image": "image-anomaly", "image-anomaly": "image-anomaly", "sensor": "sensor-anomaly",
@@ -324,8 +324,8 @@ def _head_params(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from training.evaluate import format_table
-    from training.fit_image import FitOptions, fit_image_line
+    from lineguard.training.evaluate import format_table
+    from lineguard.training.fit_image import FitOptions, fit_image_line
 
     if KINDS[args.kind] == "sensor-anomaly":
         return _fit_sensor(args)
@@ -386,9 +386,9 @@ def _int_list(text: str | None, flag: str) -> list[int] | None:
 
 
 def _fit_sensor(args: argparse.Namespace) -> int:
-    from training.evaluate import format_table
-    from training.fit_sensor import SensorFitOptions, fit_sensor_line
-    from training.train_sensor import TrainOptions
+    from lineguard.training.evaluate import format_table
+    from lineguard.training.fit_sensor import SensorFitOptions, fit_sensor_line
+    from lineguard.training.train_sensor import TrainOptions
 
     source = args.threshold_source
     if args.threshold_from_test and source == "auto":
@@ -460,9 +460,9 @@ def _merges(pairs: Sequence[str]) -> dict[str, list[str]]:
 
 
 def _fit_classifier(args: argparse.Namespace) -> int:
-    from training.evaluate import format_class_table
-    from training.fit_classifier import ClassifierFitOptions, fit_classifier_line
-    from training.train_classifier import classifier_train_options
+    from lineguard.training.evaluate import format_class_table
+    from lineguard.training.fit_classifier import ClassifierFitOptions, fit_classifier_line
+    from lineguard.training.train_classifier import classifier_train_options
 
     runtime = _runtime(args)
     workers = _workers(args, local_default=1)  # Ray Train workers; the feature pass runs here locally
@@ -523,10 +523,10 @@ def _fit_classifier(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.data import discover
-    from training.evaluate import RunSettings, evaluate_maps, format_table, score_samples, write_report
-    from training.features import WorkerSpec
-    from training.line_model import backbone_spec, scorer_from_card
+    from lineguard.registry.loaders import backbone_spec, scorer_from_card
+    from lineguard.training.data import discover
+    from lineguard.training.evaluate import RunSettings, evaluate_maps, format_table, score_samples, write_report
+    from lineguard.training.features import WorkerSpec
 
     store = _store(args)
     card = store.read_card(args.line, args.version)
@@ -571,11 +571,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_sensor(args: argparse.Namespace, store: ModelStore, card: Any) -> int:
     import numpy as np
 
-    from training.evaluate import format_table
-    from training.fit_sensor import evaluate_table
-    from training.line_model import sensor_model_from_card
-    from training.plots import score_histogram
-    from training.sensor_data import read_table
+    from lineguard.models.plots import score_histogram
+    from lineguard.registry.loaders import sensor_model_from_card
+    from lineguard.training.evaluate import format_table
+    from lineguard.training.fit_sensor import evaluate_table
+    from lineguard.training.sensor_data import read_table
 
     model = sensor_model_from_card(store, card)
     table = read_table(args.data, model.features)
@@ -594,9 +594,9 @@ def _evaluate_sensor(args: argparse.Namespace, store: ModelStore, card: Any) -> 
 
 
 def _evaluate_classifier(args: argparse.Namespace, store: ModelStore) -> int:
-    from training.evaluate import format_class_table
-    from training.fit_classifier import evaluate_folder
-    from training.line_model import load_classifier
+    from lineguard.registry.loaders import load_classifier
+    from lineguard.training.evaluate import format_class_table
+    from lineguard.training.fit_classifier import evaluate_folder
 
     card, extractor, classifier = load_classifier(store, args.line, args.version, **_runtime(args))
     metrics, skipped = evaluate_folder(card, extractor, classifier, args.data, _merges(args.merge), args.batch_size)
@@ -614,8 +614,8 @@ def _evaluate_classifier(args: argparse.Namespace, store: ModelStore) -> int:
 def _predict_classifier(args: argparse.Namespace, store: ModelStore) -> int:
     import torch
 
-    from models.preprocess import BadImageError, ImageTooLargeError, load_file
-    from training.line_model import load_classifier, preprocess_config
+    from lineguard.models.preprocess import BadImageError, ImageTooLargeError, load_file
+    from lineguard.registry.loaders import load_classifier, preprocess_config
 
     if not args.inputs or args.values or args.heatmap:
         raise ValueError(f"line {args.line} is a classifier line: give image files (no --values, no --heatmap)")
@@ -649,8 +649,8 @@ def _predict_classifier(args: argparse.Namespace, store: ModelStore) -> int:
 def _predict_sensor(args: argparse.Namespace, store: ModelStore) -> int:
     import numpy as np
 
-    from training.line_model import sensor_model_from_card
-    from training.sensor_data import read_table
+    from lineguard.registry.loaders import sensor_model_from_card
+    from lineguard.training.sensor_data import read_table
 
     card = store.read_card(args.line, args.version)
     model = sensor_model_from_card(store, card)
@@ -684,9 +684,9 @@ def _predict_sensor(args: argparse.Namespace, store: ModelStore) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from models.preprocess import BadImageError, ImageTooLargeError, open_image, resize
-    from models.visualize import normalise_map, overlay
-    from training.line_model import load_image_model
+    from lineguard.models.preprocess import BadImageError, ImageTooLargeError, open_image, resize
+    from lineguard.models.visualize import normalise_map, overlay
+    from lineguard.registry.loaders import load_image_model
 
     store = _store(args)
     kind = store.read_card(args.line, args.version).kind
@@ -775,7 +775,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_threshold(args: argparse.Namespace) -> int:
-    from training.thresholds import set_threshold
+    from lineguard.registry.revisions import set_threshold
 
     card = set_threshold(_store(args), args.line, args.value, note=args.note)
     print(f"line {args.line}: threshold {args.value} stored as {card.version} (in service)")
@@ -783,7 +783,7 @@ def cmd_threshold(args: argparse.Namespace) -> int:
 
 
 def cmd_severity(args: argparse.Namespace) -> int:
-    from training.thresholds import set_severity
+    from lineguard.registry.revisions import set_severity
 
     card = set_severity(_store(args), args.line, _levels(args.rules, "severity"), note=args.note)
     assert card.classifier is not None
@@ -792,7 +792,7 @@ def cmd_severity(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    from training.keys import KeyRing
+    from lineguard.deployments.keys import KeyRing
 
     key, record = KeyRing(_store(args)).create(args.name, args.scope, args.line)
     lines = ", ".join(record.lines) if record.lines else "every line"
@@ -803,7 +803,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    from training.keys import KeyRing
+    from lineguard.deployments.keys import KeyRing
 
     records = KeyRing(_store(args)).records()
     if not records:
@@ -818,7 +818,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from training.keys import KeyRing
+    from lineguard.deployments.keys import KeyRing
 
     record = KeyRing(_store(args)).revoke(args.id)
     print(f"key {record.id} ({record.name}) revoked")
@@ -826,7 +826,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from training import serve_launcher
+    from lineguard.cli import launcher as serve_launcher
 
     store = args.store or get_settings().store
     config = serve_launcher.prepare_config(args.config, store, args.host, args.port, args.default_line, args.samples)
@@ -843,7 +843,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_cluster_render(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from training.cluster import MANIFEST, ClusterOptions, render
+    from lineguard.cluster.render import MANIFEST, ClusterOptions, render
 
     changes = {k: getattr(args, k) for k in ("image", "store", "name", "namespace") if getattr(args, k)}
     if args.backbone_gpus is not None:
@@ -859,7 +859,7 @@ def cmd_cluster_render(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from training.demo import run_demo
+    from lineguard.cli.demo import run_demo
 
     return run_demo(args.dir, store_uri=args.store, serve=not args.no_serve, port=args.port, config=args.config)
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
 
-from training.card import ModelCard, check_line_name, check_version_name, utc_now
+from lineguard.registry.card import ModelCard, check_line_name, check_version_name, utc_now
 
 if TYPE_CHECKING:  # tensors are (de)serialised lazily: reading cards needs no torch
     import numpy as np

@@ -7,7 +7,7 @@ import functools
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.device import PRECISIONS
+from lineguard.models.device import PRECISIONS
 
 
 class Settings(BaseSettings):

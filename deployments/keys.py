@@ -29,8 +29,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from training.card import check_line_name, utc_now
-from training.store import ModelStore, StoreError
+from lineguard.registry.card import check_line_name, utc_now
+from lineguard.registry.store import ModelStore, StoreError
 
 Scope = Literal["predict", "admin"]
 SCOPES: tuple[Scope, ...] = ("predict", "admin")

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from models.metrics import confusion, rates
-from models.threshold import Threshold
-from training.card import ModelCard
-from training.store import ModelStore
+from lineguard.models.metrics import confusion, rates
+from lineguard.models.threshold import Threshold
+from lineguard.registry.card import ModelCard
+from lineguard.registry.store import ModelStore
 
 
 def set_threshold(
@@ -47,7 +47,7 @@ def set_threshold(
 
 def set_severity(store: ModelStore, line: str, rules: dict[str, float], note: str | None = None) -> ModelCard:
     """Store the current version of the classifier line ``line`` again with new severity rules."""
-    from models.classifier import SeverityRules
+    from lineguard.models.classifier import SeverityRules
 
     card = store.read_card(line)
     if card.kind != "image-classifier" or card.classifier is None:

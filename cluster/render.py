@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from deployments.config_file import APP_NAME, read
+from lineguard.deployments.config_file import APP_NAME, read
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "cluster" / "rayservice.yaml"

@@ -18,17 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from training import serve_launcher
-from training.evaluate import format_class_table, format_table
-from training.fit_classifier import ClassifierFitOptions, fit_classifier_line
-from training.fit_image import FitOptions, fit_image_line
-from training.fit_sensor import SensorFitOptions, fit_sensor_line
-from training.line_model import load_classifier, load_image_model, sensor_model_from_card
-from training.sensor_data import read_table
-from training.store import ModelStore
-from training.synthetic import write_class_folders, write_line
-from training.synthetic_sensor import write_csv
-from training.train_sensor import TrainOptions
+from lineguard.cli import launcher as serve_launcher
+from lineguard.registry.loaders import load_classifier, load_image_model, sensor_model_from_card
+from lineguard.registry.store import ModelStore
+from lineguard.training.evaluate import format_class_table, format_table
+from lineguard.training.fit_classifier import ClassifierFitOptions, fit_classifier_line
+from lineguard.training.fit_image import FitOptions, fit_image_line
+from lineguard.training.fit_sensor import SensorFitOptions, fit_sensor_line
+from lineguard.training.sensor_data import read_table
+from lineguard.training.synthetic import write_class_folders, write_line
+from lineguard.training.synthetic_sensor import write_csv
+from lineguard.training.train_sensor import TrainOptions
 
 DEMO_LINE = "demo-surface"
 DEMO_SENSOR_LINE = "demo-spindle"
@@ -59,8 +59,8 @@ def run_demo(
     if not serve:
         import torch
 
-        from models.preprocess import load_file
-        from training.line_model import preprocess_config
+        from lineguard.models.preprocess import load_file
+        from lineguard.registry.loaders import preprocess_config
 
         card, extractor, classifier = load_classifier(store, DEMO_CLASSIFIER_LINE)
         tensor = load_file(sorted_part, preprocess_config(card))

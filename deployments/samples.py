@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.preprocess import IMAGE_SUFFIXES
-from training.data import list_images
+from lineguard.models.preprocess import IMAGE_SUFFIXES
+from lineguard.training.data import list_images
 
 MAX_DEPTH = 3  # <root>/<dataset>/<category>/test
 MAX_FOLDERS = 500

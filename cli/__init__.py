@@ -1,0 +1,1 @@
+"""What a person runs: the ``lineguard`` command, the launcher of ``lineguard serve``, and the demo."""

@@ -1,0 +1,1 @@
+"""Kubernetes: the KubeRay RayService rendered from ``serve_config.yaml``, and the container image beside it."""
