@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint bench clean postgres chromium
+.PHONY: demo test unit test-all lint bench clean postgres chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,15 @@ SOURCES := lineguard models registry training history deployments cluster cli be
 
 lint: $(STAMP)  ## ruff, mypy (strict) and the import contracts of docs/architecture.md
 	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/python -m tools.typecheck
 	$(BIN)/python -m tools.lint_imports
 
 test: lint postgres chromium  ## the test command CI runs (.ci/run): lint, types, then every suite not marked slow
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+unit: $(STAMP)  ## the unit run (under a minute): no Ray cluster, database server, browser or shared data
+	$(BIN)/pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
 # The history tests start their own PostgreSQL server on loopback from Debian's binaries; as root on a
 # Debian machine without them, this installs the postgresql package (the tests fail under CI without it).
@@ -46,11 +50,14 @@ chromium:
 test-all: lint postgres chromium  ## every suite, slow ones included
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)  ## image benchmark beside anomalib on the shared data (needs ../shared/datasets)
+# The folder that holds the benchmark data sets (magnetic_tile/, battery_weld/; README "Benchmarks").
+DATASETS ?= $(or $(LINEGUARD_DATASETS),../shared/datasets)
+
+bench: $(STAMP)  ## image benchmarks beside anomalib on the real data sets in $(DATASETS)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
-	$(BIN)/python -m benchmarks.image_anomaly --data ../shared/datasets/battery_weld/welding --anomalib --anomalib-coreset 0.1
-	$(BIN)/python -m benchmarks.image_anomaly --data ../shared/datasets/magnetic_tile --anomalib
-	$(BIN)/python -m benchmarks.classifier --data ../shared/datasets/magnetic_tile --task binary
+	$(BIN)/python -m benchmarks.image_anomaly --data $(DATASETS)/battery_weld/welding --anomalib --anomalib-coreset 0.1
+	$(BIN)/python -m benchmarks.image_anomaly --data $(DATASETS)/magnetic_tile --anomalib
+	$(BIN)/python -m benchmarks.classifier --data $(DATASETS)/magnetic_tile --task binary
 
 clean:
 	rm -rf lineguard-demo lineguard-eval build .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,14 +44,15 @@ def modules(root: Path = ROOT) -> Iterator[tuple[str, Path]]:
             yield (package if path.name == "__init__.py" else f"{package}.{path.stem}"), path
 
 
-def link_view(target: Path, root: Path = ROOT) -> Path:
+def link_view(target: Path, root: Path = ROOT, overrides: Mapping[str, Path] | None = None) -> Path:
     """A folder ``target/lineguard/`` that holds the package as one tree of symbolic links (for tools that
-    walk the file system); returns ``target``."""
+    walk the file system); returns ``target``. ``overrides`` puts another folder in place of a mapped
+    package's (a test's altered copy)."""
     view = target / TOP
     if view.exists():
         shutil.rmtree(view)
     view.mkdir(parents=True)
-    for package, folder in mapping(root).items():
+    for package, folder in (mapping(root) | dict(overrides or {})).items():
         if package == TOP:
             for entry in folder.iterdir():
                 if entry.name != "__pycache__":

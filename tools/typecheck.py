@@ -1,4 +1,5 @@
-"""mypy over the ``lineguard`` package as it is laid out (``python -m tools.typecheck``; ``make lint`` runs it).
+"""mypy over the ``lineguard`` package as it is laid out, and over ``tools``, ``tests`` and ``benchmarks``
+(``python -m tools.typecheck``; ``make lint`` runs it).
 
 mypy names a module after its path, so ``models/heads/base.py`` would be ``models.heads.base``; the code
 imports ``lineguard.models.heads.base``. This hands mypy every file with its real module name (from the
@@ -9,6 +10,7 @@ paths. Extra arguments are passed to mypy (``--no-incremental``, say).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from mypy import build
 from mypy.errors import CompileError
@@ -17,12 +19,21 @@ from mypy.modulefinder import BuildSource
 
 from tools.layout import ROOT, modules
 
-TOOLS = sorted((ROOT / "tools").glob("*.py"))
+CHECKED_TOO = ("tools", "tests", "benchmarks")  # checked with the package, under their own names
+
+
+def _others() -> list[tuple[str, Path]]:
+    named = []
+    for top in CHECKED_TOO:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            named.append((".".join(parts[:-1] if parts[-1] == "__init__" else parts), path))
+    return named
 
 
 def main(argv: list[str]) -> int:
     _, options = process_options(["--config-file", str(ROOT / "pyproject.toml"), *argv, "-c", "pass"])
-    named = [*modules(), *(("tools" if p.stem == "__init__" else f"tools.{p.stem}", p) for p in TOOLS)]
+    named = [*modules(), *_others()]
     sources = [BuildSource(str(path.relative_to(ROOT)), name, None) for name, path in named]
     try:
         result = build.build(sources, options)
