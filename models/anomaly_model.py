@@ -12,8 +12,10 @@ import torch
 from PIL import Image
 
 from lineguard.models.backbone import FeatureExtractor
-from lineguard.models.preprocess import PreprocessConfig, open_image, to_tensor
-from lineguard.models.scoring import AnomalyScorer, Prediction
+from lineguard.models.decisions import AnomalyDecision
+from lineguard.models.preprocess import PreprocessConfig, open_image
+from lineguard.models.scoring import AnomalyScorer
+from lineguard.models.tensors import to_tensor
 
 
 class ImageAnomalyModel:
@@ -26,12 +28,12 @@ class ImageAnomalyModel:
         """``(B, 3, S, S)`` normalised images -> backbone feature maps."""
         return self.extractor.extract(batch)
 
-    def predict_batch(self, batch: torch.Tensor, with_maps: bool = False) -> list[Prediction]:
+    def predict_batch(self, batch: torch.Tensor, with_maps: bool = False) -> list[AnomalyDecision]:
         return self.scorer.predict(self.features(batch), with_maps=with_maps)
 
-    def predict_images(self, images: Sequence[Image.Image], with_maps: bool = False) -> list[Prediction]:
+    def predict_images(self, images: Sequence[Image.Image], with_maps: bool = False) -> list[AnomalyDecision]:
         batch = torch.stack([to_tensor(image, self.preprocess) for image in images])
         return self.predict_batch(batch, with_maps=with_maps)
 
-    def predict_bytes(self, data: Sequence[bytes], with_maps: bool = False) -> list[Prediction]:
+    def predict_bytes(self, data: Sequence[bytes], with_maps: bool = False) -> list[AnomalyDecision]:
         return self.predict_images([open_image(d, self.preprocess.max_pixels) for d in data], with_maps)

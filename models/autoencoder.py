@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lineguard.models.heads.base import NotFittedError
+from lineguard.errors import ConfigError, DataError, FeatureMismatchError, NotFittedError
 
 
 class FeatureScaler(nn.Module):
@@ -39,7 +39,7 @@ class FeatureScaler(nn.Module):
     def fit(self, x: torch.Tensor) -> None:
         """``x`` ``(N, n)``. A feature that never varied gets a small floor, not a division by zero."""
         if x.ndim != 2 or x.shape[0] < 2:
-            raise ValueError(f"scaler needs at least 2 rows of shape (N, {self.mean.numel()}), got {tuple(x.shape)}")
+            raise DataError(f"scaler needs at least 2 rows of shape (N, {self.mean.numel()}), got {tuple(x.shape)}")
         x = x.double()
         std = x.std(0)
         floor = 1e-6 + 1e-3 * float(std[std > 0].mean()) if bool((std > 0).any()) else 1.0
@@ -48,7 +48,7 @@ class FeatureScaler(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.is_fitted:
-            raise NotFittedError("the sensor scaler is not fitted: fit the line first (lineguard fit --kind sensor)")
+            raise NotFittedError("the sensor scaler is not fitted: fit the line first (lineguard fit sensor)")
         return (x - self.mean) / self.std
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
@@ -88,12 +88,12 @@ class SensorAutoEncoder(nn.Module):
     def __init__(self, n_features: int, hidden: Sequence[int] | None = None, latent: int | None = None) -> None:
         super().__init__()
         if n_features < 2:
-            raise ValueError(f"an AutoEncoder needs at least 2 features, got {n_features}")
+            raise ConfigError(f"an AutoEncoder needs at least 2 features, got {n_features}")
         self.n_features = n_features
         self.hidden = list(hidden) if hidden is not None else [max(8, 2 * n_features), max(4, n_features)]
         self.latent = latent if latent is not None else max(2, n_features // 3)
         if self.latent < 1 or any(w < 1 for w in self.hidden):
-            raise ValueError(f"widths must be positive, got hidden={self.hidden}, latent={self.latent}")
+            raise ConfigError(f"widths must be positive, got hidden={self.hidden}, latent={self.latent}")
         self.scaler = FeatureScaler(n_features)
         self.encoder = _mlp([n_features, *self.hidden, self.latent], final_activation=False)
         self.decoder = _mlp([self.latent, *reversed(self.hidden), n_features], final_activation=False)
@@ -113,7 +113,7 @@ class SensorAutoEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> SensorOutput:
         """Raw readings ``(B, n)`` -> scores, per-feature errors and expected values."""
         if x.ndim != 2 or x.shape[1] != self.n_features:
-            raise ValueError(f"expected readings of shape (B, {self.n_features}), got {tuple(x.shape)}")
+            raise FeatureMismatchError(f"expected readings of shape (B, {self.n_features}), got {tuple(x.shape)}")
         z = self.scaler(x.float())
         rebuilt = self.reconstruct_standardised(z)
         errors = (rebuilt - z) ** 2

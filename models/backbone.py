@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lineguard.errors import ConfigError
 from lineguard.models import weights as weights_mod
 from lineguard.models.device import autocast_dtype, resolve_device
 from lineguard.models.spec import DEFAULT_BACKBONE, DEFAULT_LAYERS, BackboneSpec
@@ -30,10 +31,10 @@ def feature_layers(model_name: str) -> list[str]:
     try:
         model = timm.create_model(model_name, pretrained=False)
     except RuntimeError as err:  # timm: "Unknown model (...)"
-        raise ValueError(f"unknown timm model {model_name!r}: see timm.list_models() for valid names") from err
+        raise ConfigError(f"unknown timm model {model_name!r}: see timm.list_models() for valid names") from err
     info = getattr(model, "feature_info", None)
     if not info:
-        raise ValueError(f"timm model {model_name!r} exposes no feature maps (feature_info is empty)")
+        raise ConfigError(f"timm model {model_name!r} exposes no feature maps (feature_info is empty)")
     return [str(entry["module"]) for entry in info]
 
 
@@ -66,7 +67,7 @@ class FeatureExtractor(nn.Module):
         valid = feature_layers(backbone)
         unknown = [name for name in layers if name not in valid]
         if not layers or unknown:
-            raise ValueError(f"unknown layer(s) {unknown} for {backbone}: choose from {valid}")
+            raise ConfigError(f"unknown layer(s) {unknown} for {backbone}: choose from {valid}")
         indices = sorted({valid.index(name) for name in layers})
         self.backbone_name = backbone
         self.layers = tuple(valid[i] for i in indices)
@@ -116,9 +117,6 @@ class FeatureExtractor(nn.Module):
             "mean": list(self.mean),
             "std": list(self.std),
         }
-
-    def parameters_count(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
 
     def modules_run(self) -> Iterator[str]:
         """Top-level modules the truncated network runs, in order (for tests and debugging)."""

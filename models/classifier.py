@@ -11,33 +11,25 @@ shared by every image line, so a classifier line starts from those feature maps 
 - the pooled vector is standardised (mean and std of the training data, kept as buffers) and a
   linear layer or a small MLP gives one logit per class.
 
-Confidence is temperature-scaled (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017):
-one scalar ``T`` fitted on held-out validation logits, ``p = softmax(logits / T)``; it changes no
-decision, only how sure the answers say they are.
-
-For lines with a *normal* class (``good``, say) the decision is made on the **defect confidence**
-``1 - p(normal)``: a part is defective when that is above the line's threshold (0.5 by default, moved
-like an anomaly line's threshold), and then it is the most likely defect class. Severity levels are
-rules on the same number (``>= 0.9`` high, ``>= 0.6`` low, else none), for defective parts (a part
-passed as good has severity none).
+Confidence is temperature-scaled (:mod:`lineguard.models.calibration`); the decision rule on the
+calibrated probabilities, with a normal class and severity levels, is :mod:`lineguard.models.decisions`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
 from torch import nn
 
-from lineguard.models.heads.base import NotFittedError
-from lineguard.models.spec import DEFAULT_BACKBONE
+from lineguard.errors import ConfigError, CorruptModelError, DataError, FeatureMismatchError, NotFittedError
+from lineguard.models.decisions import ClassDecision, SeverityRules, decide
+from lineguard.models.spec import DEFAULT_BACKBONE, Pooling, Tail
 
-TAILS = ("none", "frozen", "finetune")
-POOLINGS = ("avg", "avgmax")
+TAILS: tuple[str, ...] = get_args(Tail)
+POOLINGS: tuple[str, ...] = get_args(Pooling)
 
 
 def _pool(feature_map: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -53,7 +45,7 @@ class BackboneTail(nn.Module):
     backbone returns) up to its last feature stage: ``prefix`` (frozen) then ``last`` (the stage that
     fine-tuning trains). Input ``(B, C_tap, H, W)``; output ``(B, channels, H', W')``.
 
-    ``weights`` as in :class:`models.backbone.FeatureExtractor`; a served line loads its own stored copy
+    ``weights`` as in :class:`lineguard.models.backbone.FeatureExtractor`; a served line loads its own stored copy
     of these weights, so ``"none"`` is used there.
     """
 
@@ -66,9 +58,9 @@ class BackboneTail(nn.Module):
 
         valid = feature_layers(backbone)
         if after not in valid:
-            raise ValueError(f"unknown layer {after!r} for {backbone}: choose from {valid}")
+            raise ConfigError(f"unknown layer {after!r} for {backbone}: choose from {valid}")
         if after == valid[-1]:
-            raise ValueError(
+            raise ConfigError(
                 f"{after} is the last stage of {backbone}: there is no tail to run after it (use tail='none')"
             )
         source = weights_mod.resolve(backbone, weights)
@@ -84,7 +76,7 @@ class BackboneTail(nn.Module):
         names = [name for name, _ in children]
         tap = after.replace(".", "_")
         if tap not in names:
-            raise ValueError(f"{backbone} has no stage {tap!r} to cut after (stages: {names})")
+            raise ConfigError(f"{backbone} has no stage {tap!r} to cut after (stages: {names})")
         stages = [module for _, module in children[names.index(tap) + 1 :]]
         self.prefix = nn.Sequential(*stages[:-1])
         self.last = stages[-1]
@@ -96,74 +88,6 @@ class BackboneTail(nn.Module):
     def train(self, mode: bool = True) -> BackboneTail:
         """Always in eval mode: batch-norm statistics stay the pretrained ones (few images per line)."""
         return super().train(False)
-
-
-@dataclass(frozen=True)
-class SeverityRules:
-    """Severity levels on the defect confidence, strictest first: ``(("high", 0.9), ("low", 0.6))``
-    means >= 0.9 is high, >= 0.6 low, and anything lower is ``none``."""
-
-    levels: tuple[tuple[str, float], ...] = (("high", 0.9), ("low", 0.6))
-
-    def __post_init__(self) -> None:
-        names = [name for name, _ in self.levels]
-        bounds = [bound for _, bound in self.levels]
-        if len(set(names)) != len(names) or any(not n or n == "none" or len(n) > 32 for n in names):
-            raise ValueError(f"severity levels need distinct names of 1-32 characters other than 'none', got {names}")
-        if any(not (isinstance(b, int | float) and 0 < b <= 1) for b in bounds):
-            raise ValueError(f"severity bounds are defect confidences in (0, 1], got {bounds}")
-        if bounds != sorted(bounds, reverse=True) or len(set(bounds)) != len(bounds):
-            raise ValueError(
-                f"severity bounds must be distinct and strictest first, e.g. high 0.9, low 0.6; got {bounds}"
-            )
-
-    def level(self, defect_confidence: float) -> str:
-        for name, bound in self.levels:
-            if defect_confidence >= bound:
-                return name
-        return "none"
-
-    def to_dict(self) -> dict[str, float]:
-        return {name: float(bound) for name, bound in self.levels}
-
-    @classmethod
-    def from_dict(cls, rules: Mapping[str, float]) -> SeverityRules:
-        """``{"high": 0.9, "low": 0.6}`` in any order."""
-        return cls(tuple(sorted(((str(k), float(v)) for k, v in rules.items()), key=lambda kv: -kv[1])))
-
-
-@dataclass
-class ClassDecision:
-    """One image's answer: the class, its probability, every class's probability, defect confidence
-    (``1 - p(normal)``, None without a normal class) and severity (None without a normal class)."""
-
-    index: int
-    confidence: float
-    probabilities: np.ndarray
-    defect_confidence: float | None
-    severity: str | None
-
-
-def decide(
-    probabilities: np.ndarray, normal_index: int | None, threshold: float, severity: SeverityRules
-) -> list[ClassDecision]:
-    """Decisions for ``(B, K)`` probabilities (see the module docstring for the rule)."""
-    out = []
-    for p in probabilities:
-        if normal_index is None:
-            index = int(np.argmax(p))
-            out.append(ClassDecision(index, float(p[index]), p, None, None))
-            continue
-        defect = float(1.0 - p[normal_index])
-        if defect > threshold:
-            masked = p.copy()
-            masked[normal_index] = -1.0
-            index = int(np.argmax(masked))
-            level = severity.level(defect)
-        else:  # a part passed as good has no severity, whatever the rules say of its defect confidence
-            index, level = normal_index, "none"
-        out.append(ClassDecision(index, float(p[index]), p, defect, level))
-    return out
 
 
 class ImageClassifier(nn.Module):
@@ -200,11 +124,11 @@ class ImageClassifier(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 2:
-            raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+            raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
         if tail not in TAILS or pooling not in POOLINGS:
-            raise ValueError(f"tail must be one of {TAILS} and pooling one of {POOLINGS}, got {tail!r}, {pooling!r}")
+            raise ConfigError(f"tail must be one of {TAILS} and pooling one of {POOLINGS}, got {tail!r}, {pooling!r}")
         if hidden < 0 or not 0 <= dropout < 1 or not channels:
-            raise ValueError(f"hidden must be >= 0, dropout in [0, 1) and channels non-empty; got {hidden}, {dropout}")
+            raise ConfigError(f"hidden must be >= 0, dropout in [0, 1) and channels non-empty; got {hidden}, {dropout}")
         self.channels = [int(c) for c in channels]
         self.num_classes = num_classes
         self.tail_mode, self.backbone, self.tap = tail, backbone, tap
@@ -249,7 +173,7 @@ class ImageClassifier(nn.Module):
         fine-tuned, its input map ``(B, C, h, w)`` (else None)."""
         got = [int(f.shape[1]) for f in features]
         if got != self.channels:
-            raise ValueError(
+            raise FeatureMismatchError(
                 f"the classifier was fitted on feature maps with channels {self.channels} but got {got}: "
                 "score with the backbone and layers recorded in the line's model card"
             )
@@ -271,7 +195,7 @@ class ImageClassifier(nn.Module):
 
     def logits_from(self, pooled: torch.Tensor, deep: torch.Tensor | None) -> torch.Tensor:
         if not self.is_fitted:
-            raise NotFittedError("the classifier is not fitted: fit the line first (lineguard fit --kind classifier)")
+            raise NotFittedError("the classifier is not fitted: fit the line first (lineguard fit classifier)")
         z = (self.vector(pooled, deep) - self.mean) / self.std
         return self.head(self.drop(z))  # type: ignore[no-any-return]
 
@@ -283,7 +207,7 @@ class ImageClassifier(nn.Module):
     def fit_standardizer(self, vectors: torch.Tensor) -> None:
         """Mean and std of the training vectors ``(N, in_features)`` (a constant feature gets std 1)."""
         if vectors.ndim != 2 or vectors.shape[1] != self.in_features or vectors.shape[0] < 2:
-            raise ValueError(f"need at least 2 vectors of width {self.in_features}, got {tuple(vectors.shape)}")
+            raise DataError(f"need at least 2 vectors of width {self.in_features}, got {tuple(vectors.shape)}")
         std = vectors.double().std(0)
         self.mean = vectors.double().mean(0).float()
         self.std = torch.where(std > 1e-6, std, torch.ones_like(std)).float()
@@ -303,47 +227,11 @@ class ImageClassifier(nn.Module):
     def load_fitted_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
         expected = set(self.state_dict())
         if set(tensors) != expected:
-            raise ValueError(
+            raise CorruptModelError(
                 f"saved classifier state does not match the head: missing {sorted(expected - set(tensors))[:5]}, "
                 f"unexpected {sorted(set(tensors) - expected)[:5]}"
             )
         self.load_state_dict(dict(tensors))
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature ``T`` in [0.05, 20] that minimises the negative log-likelihood of ``labels``
-    under ``softmax(logits / T)``: a golden-section search on ``log T`` (the NLL is unimodal in it).
-    With no validation error at all, ``T`` is not allowed below 1 (see the end)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64)
-    if logits.ndim != 2 or len(logits) != len(labels) or len(labels) == 0:
-        raise ValueError(f"need (N, K) logits and N labels, got {logits.shape} and {labels.shape}")
-
-    def nll(log_t: float) -> float:
-        z = logits / math.exp(log_t)
-        z = z - z.max(axis=1, keepdims=True)
-        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return float(-log_p[np.arange(len(labels)), labels].mean())
-
-    low, high = math.log(0.05), math.log(20.0)
-    ratio = (math.sqrt(5) - 1) / 2
-    a, b = high - ratio * (high - low), low + ratio * (high - low)
-    fa, fb = nll(a), nll(b)
-    for _ in range(60):
-        if fa < fb:
-            high, b, fb = b, a, fa
-            a = high - ratio * (high - low)
-            fa = nll(a)
-        else:
-            low, a, fa = a, b, fb
-            b = low + ratio * (high - low)
-            fb = nll(b)
-    fitted = math.exp((low + high) / 2)
-    if bool((logits.argmax(axis=1) == labels).all()):
-        # every validation image is right: the likelihood keeps rising as T -> 0, which is no evidence
-        # that the model is underconfident; sharpening is only allowed where errors balance it
-        return float(max(fitted, 1.0))
-    return float(fitted)
 
 
 class LineClassifier:
@@ -358,9 +246,9 @@ class LineClassifier:
         severity: SeverityRules | None = None,
     ) -> None:
         if len(classes) != model.num_classes:
-            raise ValueError(f"{len(classes)} class names for a classifier of {model.num_classes} classes")
+            raise ConfigError(f"{len(classes)} class names for a classifier of {model.num_classes} classes")
         if normal_class is not None and normal_class not in classes:
-            raise ValueError(f"normal class {normal_class!r} is not one of {list(classes)}")
+            raise ConfigError(f"normal class {normal_class!r} is not one of {list(classes)}")
         self.model = model.eval()
         self.classes = list(classes)
         self.normal_class = normal_class

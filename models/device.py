@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from lineguard.errors import ConfigError
+from lineguard.models.spec import PRECISIONS
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -18,7 +19,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but no CUDA GPU is visible: use 'auto' or 'cpu'")
+        raise ConfigError(f"device {device!r} asked for, but no CUDA GPU is visible: use 'auto' or 'cpu'")
     return resolved
 
 
@@ -35,14 +36,14 @@ def cpu_has_native_bf16() -> bool:
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     """The compute dtype for ``precision`` on ``device``: fp16 on GPUs, bf16 where the CPU has it natively."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
+        raise ConfigError(f"precision {precision!r} is not one of {PRECISIONS}")
     if precision == "fp32":
         return torch.float32
     if precision == "bf16":
         return torch.bfloat16
     if precision == "fp16":
         if device.type == "cpu":
-            raise ValueError("fp16 is not supported on the CPU (it is emulated and ~100x slower): use bf16 or fp32")
+            raise ConfigError("fp16 is not supported on the CPU (it is emulated and ~100x slower): use bf16 or fp32")
         return torch.float16
     if device.type == "cuda":
         return torch.float16

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-STATUSES = ("ok", "warning", "drift", "insufficient_data")
+from lineguard.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,11 @@ class DriftRules:
 
     def __post_init__(self) -> None:
         if not 0 < self.psi_warning < self.psi_drift:
-            raise ValueError(f"need 0 < psi_warning < psi_drift, got {self.psi_warning} and {self.psi_drift}")
+            raise ConfigError(f"need 0 < psi_warning < psi_drift, got {self.psi_warning} and {self.psi_drift}")
         if not 0 < self.ks_alpha < 1:
-            raise ValueError(f"ks_alpha must be in (0, 1), got {self.ks_alpha}")
+            raise ConfigError(f"ks_alpha must be in (0, 1), got {self.ks_alpha}")
         if self.bins < 2 or self.min_recent < 2 or self.min_reference < 2:
-            raise ValueError("bins, min_recent and min_reference must each be at least 2")
+            raise ConfigError("bins, min_recent and min_reference must each be at least 2")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def psi(reference: np.ndarray, recent: np.ndarray, bins: int = 10, floor: float 
     ref = np.asarray(reference, dtype=np.float64).ravel()
     new = np.asarray(recent, dtype=np.float64).ravel()
     if ref.size == 0 or new.size == 0:
-        raise ValueError("PSI needs a non-empty reference and a non-empty recent sample")
+        raise DataError("PSI needs a non-empty reference and a non-empty recent sample")
     inner = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)[1:-1]))
     expected = np.bincount(np.searchsorted(inner, ref, side="right"), minlength=inner.size + 1) / ref.size
     actual = np.bincount(np.searchsorted(inner, new, side="right"), minlength=inner.size + 1) / new.size

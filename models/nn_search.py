@@ -21,14 +21,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lineguard.errors import ConfigError
 from lineguard.models.device import cpu_has_native_bf16
+from lineguard.models.spec import PRECISIONS
 
-SEARCH_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SEARCH_PRECISIONS = PRECISIONS
 
 
 def search_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     if precision not in SEARCH_PRECISIONS:
-        raise ValueError(f"search precision {precision!r} is not one of {SEARCH_PRECISIONS}")
+        raise ConfigError(f"search precision {precision!r} is not one of {SEARCH_PRECISIONS}")
     if precision == "auto":
         if device.type == "cuda":
             return torch.float16

@@ -1,8 +1,10 @@
-"""Image bytes -> decoded, resized, normalised tensor; the one path used for fitting and for serving.
+"""Image bytes -> decoded, square-resized RGB image: the one path used for fitting and for serving.
 
 Decoding is defensive because bytes come from the network: the pixel count is read from the header and
 refused before anything is decoded (decompression bombs), only still-image formats are accepted, and a
 truncated or corrupt file raises :class:`BadImageError` naming the problem rather than failing later.
+Nothing here imports torch (the preprocessing replicas never do); :mod:`lineguard.models.tensors` turns
+the decoded images into the backbone's input.
 
 Every image is resized to one square size (no crop, so defects at the border stay in view). Resizing to
 a fixed square also keeps a model from telling parts apart by their original size (on battery_weld
@@ -15,25 +17,21 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-if TYPE_CHECKING:  # torch is imported where tensors are made: decoding alone stays light
-    import torch
+from lineguard.errors import DataError, ImageTooLargeError
+
+__all__ = ["BadImageError", "ImageTooLargeError", "PreprocessConfig", "open_image", "resize"]
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "BMP", "TIFF", "WEBP"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 DEFAULT_MAX_PIXELS = 40_000_000  # e.g. 8000x5000; far above any line camera, far below a bomb
 
 
-class BadImageError(ValueError):
+class BadImageError(DataError):
     """The bytes are not a readable image (wrong format, truncated, corrupt)."""
-
-
-class ImageTooLargeError(ValueError):
-    """The image header announces more pixels than allowed."""
 
 
 @dataclass(frozen=True)
@@ -91,26 +89,6 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def resize(image: Image.Image, size: int) -> Image.Image:
     """Square ``size x size`` bilinear resize (PIL antialiases when shrinking)."""
     return image.resize((size, size), Image.Resampling.BILINEAR)
-
-
-def to_tensor(image: Image.Image, config: PreprocessConfig) -> torch.Tensor:
-    """RGB image -> normalised float tensor ``(3, S, S)``."""
-    import torch
-
-    array = np.asarray(resize(image, config.image_size), dtype=np.float32)
-    tensor = torch.from_numpy(array).permute(2, 0, 1).div_(255.0)
-    mean = torch.tensor(config.mean).view(3, 1, 1)
-    std = torch.tensor(config.std).view(3, 1, 1)
-    return tensor.sub_(mean).div_(std)
-
-
-def preprocess_bytes(data: bytes, config: PreprocessConfig) -> torch.Tensor:
-    """Bytes -> ``(3, S, S)`` model input; raises BadImageError / ImageTooLargeError."""
-    return to_tensor(open_image(data, config.max_pixels), config)
-
-
-def load_file(path: Path, config: PreprocessConfig) -> torch.Tensor:
-    return preprocess_bytes(Path(path).read_bytes(), config)
 
 
 def image_intensity(images: np.ndarray) -> np.ndarray:

@@ -14,42 +14,15 @@ from typing import Any
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Confusion:
-    true_positive: int  # defective and flagged
-    false_negative: int  # defective and passed: misses
-    false_positive: int  # good and flagged: over-detections
-    true_negative: int  # good and passed
-
-    @property
-    def miss_rate(self) -> float | None:
-        defective = self.true_positive + self.false_negative
-        return self.false_negative / defective if defective else None
-
-    @property
-    def over_detection_rate(self) -> float | None:
-        good = self.false_positive + self.true_negative
-        return self.false_positive / good if good else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "miss_rate": self.miss_rate, "over_detection_rate": self.over_detection_rate}
-
-
-def confusion(flagged: np.ndarray, defective: np.ndarray) -> Confusion:
-    """Counts over the labelled parts: ``flagged`` and ``defective`` are boolean arrays of one length."""
-    f = np.asarray(flagged, dtype=bool).ravel()
-    d = np.asarray(defective, dtype=bool).ravel()
-    if f.shape != d.shape:
-        raise ValueError(f"{f.size} decisions but {d.size} labels")
-    return Confusion(int(np.sum(f & d)), int(np.sum(~f & d)), int(np.sum(f & ~d)), int(np.sum(~f & ~d)))
+from lineguard.errors import ConfigError, DataError
+from lineguard.models.metrics import Confusion
 
 
 def labelled_rates(scores: np.ndarray, defective: np.ndarray, threshold: float) -> dict[str, Any]:
     """Confusion counts and rates that ``threshold`` gives on labelled scores (flagged: ``score > t``)."""
     s = np.asarray(scores, dtype=np.float64).ravel()
     d = np.asarray(defective, dtype=bool).ravel()
-    counts = confusion(s > threshold, d).to_dict()
+    counts = Confusion.of(d, s > threshold).to_dict()
     return {"n": int(s.size), "defective": int(d.sum()), "good": int((~d).sum()), **counts}
 
 
@@ -109,18 +82,18 @@ def suggest_threshold(
     neighbouring labelled score, not on a score, so one new part does not flip.
     """
     if (target_miss_rate is None) == (target_over_detection_rate is None):
-        raise ValueError("give exactly one of target_miss_rate and target_over_detection_rate")
+        raise ConfigError("give exactly one of target_miss_rate and target_over_detection_rate")
     target, rate = (
         ("miss_rate", float(target_miss_rate))
         if target_miss_rate is not None
         else ("over_detection_rate", float(target_over_detection_rate))  # type: ignore[arg-type]
     )
     if not 0 <= rate < 1:
-        raise ValueError(f"{target} must be in [0, 1), got {rate}")
+        raise ConfigError(f"{target} must be in [0, 1), got {rate}")
     s = np.asarray(scores, dtype=np.float64).ravel()
     d = np.asarray(defective, dtype=bool).ravel()
     if s.shape != d.shape:
-        raise ValueError(f"{s.size} scores but {d.size} labels")
+        raise DataError(f"{s.size} scores but {d.size} labels")
     bad, good = np.sort(s[d]), np.sort(s[~d])
     needed = bad if target == "miss_rate" else good
     kind = "defective" if target == "miss_rate" else "good"
@@ -138,7 +111,7 @@ def suggest_threshold(
         above = s[s > lower]
         threshold = lower if not above.size else _between(lower, float(above.min()))
     flagged = s > threshold
-    c = confusion(flagged, d)
+    c = Confusion.of(d, flagged)
     reliable = int(needed.size) >= min_labels
     reason = f"{target} {rate:g} allows {allowed} of {needed.size} {kind} parts on the wrong side" + (
         "" if reliable else f"; only {needed.size} {kind} labels (fewer than {min_labels}): treat as a rough guide"

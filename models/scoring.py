@@ -17,37 +17,17 @@ Scores of "local_global" are ratios: about 1.0 for a typical normal part.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from lineguard.models.heads import AnomalyHead, NotFittedError, build_head
+from lineguard.errors import ConfigError, CorruptModelError, DataError, NotFittedError
+from lineguard.models.decisions import AnomalyDecision
+from lineguard.models.heads import AnomalyHead, build_head
 from lineguard.models.postprocess import gaussian_blur
+from lineguard.models.spec import AGGREGATIONS
 from lineguard.models.threshold import Threshold
-
-AGGREGATIONS = ("local_global", "max", "mean")
-
-
-@dataclass
-class Prediction:
-    """One image's answer. ``anomaly_map``: smoothed ``(h, w)`` patch scores, raw units, when asked for."""
-
-    anomaly_score: float
-    threshold: float
-    normalized_score: float
-    is_anomaly: bool
-    anomaly_map: np.ndarray | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "anomaly_score": self.anomaly_score,
-            "threshold": self.threshold,
-            "normalized_score": self.normalized_score,
-            "is_anomaly": self.is_anomaly,
-        }
 
 
 class AnomalyScorer(nn.Module):
@@ -66,7 +46,7 @@ class AnomalyScorer(nn.Module):
     def __init__(self, head: AnomalyHead, aggregation: str = "local_global", blur_sigma: float = 2.0) -> None:
         super().__init__()
         if aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation {aggregation!r} is not one of {AGGREGATIONS}")
+            raise ConfigError(f"aggregation {aggregation!r} is not one of {AGGREGATIONS}")
         self.head = head
         self.aggregation = aggregation
         self.blur_sigma = blur_sigma
@@ -114,19 +94,19 @@ class AnomalyScorer(nn.Module):
         if not self.is_calibrated:
             raise NotFittedError(
                 "image scorer is not calibrated on held-out normal images: fit the line first "
-                "(lineguard fit), or use aggregation='max' or 'mean'"
+                "(lineguard fit image), or use aggregation='max' or 'mean'"
             )
         return torch.maximum(flat.amax(1) / self.local_ref, flat.mean(1) / self.global_ref)
 
-    def predict(self, features: list[torch.Tensor], with_maps: bool = False) -> list[Prediction]:
+    def predict(self, features: list[torch.Tensor], with_maps: bool = False) -> list[AnomalyDecision]:
         """Scores, decisions and (optionally) maps for a batch of backbone features."""
         if self.threshold is None:
-            raise NotFittedError("the line has no threshold: fit or calibrate it first (lineguard fit)")
+            raise NotFittedError("the line has no threshold: fit or calibrate it first (lineguard fit image)")
         maps, scores = self.maps_and_scores(features)
         maps_np = maps.float().cpu().numpy() if with_maps else None
         threshold = self.threshold
         return [
-            Prediction(
+            AnomalyDecision(
                 anomaly_score=float(score),
                 threshold=threshold.value,
                 normalized_score=threshold.normalize(float(score)),
@@ -140,7 +120,7 @@ class AnomalyScorer(nn.Module):
     def calibrate_aggregation(self, normal_maps: torch.Tensor) -> None:
         """Set the normal references from smoothed maps ``(N, h, w)`` of held-out normal images."""
         if normal_maps.ndim != 3 or normal_maps.shape[0] == 0:
-            raise ValueError("calibration needs the anomaly maps of at least one held-out normal image")
+            raise DataError("calibration needs the anomaly maps of at least one held-out normal image")
         flat = normal_maps.float().flatten(1)
         eps = torch.tensor(1e-12, device=flat.device)
         self.local_ref = torch.maximum(flat.amax(1).median(), eps)
@@ -176,5 +156,5 @@ class AnomalyScorer(nn.Module):
         for name in ("local_ref", "global_ref", "map_low", "normal_peak"):
             key = f"scorer.{name}"
             if key not in tensors:
-                raise ValueError(f"saved scorer state lacks {key}: the model files are incomplete")
+                raise CorruptModelError(f"saved scorer state lacks {key}: the model files are incomplete")
             setattr(self, name, tensors[key].to(self.local_ref.device).reshape(()))

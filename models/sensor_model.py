@@ -1,6 +1,6 @@
 """A fitted sensor line, scoring raw readings with NumPy: the AutoEncoder's layers, threshold and names.
 
-Training uses the PyTorch :class:`models.autoencoder.SensorAutoEncoder`; scoring does not need torch.
+Training uses the PyTorch :class:`lineguard.models.autoencoder.SensorAutoEncoder`; scoring does not need torch.
 The network is a handful of small matrices, and NumPy runs it faster for one reading (about 40 us
 against 170 us through torch's dispatcher) and keeps a serving replica at a fraction of the memory
 (importing the CUDA build of torch alone costs about 550 MB resident). The same weights give the same
@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from lineguard.errors import CorruptModelError, FeatureMismatchError
 from lineguard.models.threshold import Threshold
 
 _LINEAR = re.compile(r"^(encoder|decoder)\.(\d+)\.weight$")
@@ -70,7 +71,7 @@ class SensorModel:
         for part in ("encoder", "decoder"):
             indices = sorted(int(m.group(2)) for k in state if (m := _LINEAR.match(k)) and m.group(1) == part)
             if not indices:
-                raise ValueError(f"the model file has no {part} layers: it is not a sensor AutoEncoder")
+                raise CorruptModelError(f"the model file has no {part} layers: it is not a sensor AutoEncoder")
             self.layers.append(
                 [
                     (
@@ -82,14 +83,14 @@ class SensorModel:
             )
         n = self.layers[0][0][0].shape[0]
         if len(features) != n or self.mean.shape != (n,) or self.layers[1][-1][0].shape[1] != n:
-            raise ValueError(f"{len(features)} feature names for an AutoEncoder of {n} inputs")
+            raise CorruptModelError(f"{len(features)} feature names for an AutoEncoder of {n} inputs")
         self.threshold = threshold
         self.features = list(features)
         self.top_k = max(1, min(top_k, n))
 
     @classmethod
     def from_torch(cls, autoencoder: object, threshold: Threshold, features: list[str], top_k: int = 3) -> SensorModel:
-        """From a trained :class:`models.autoencoder.SensorAutoEncoder` (its ``fitted_state()``)."""
+        """From a trained :class:`lineguard.models.autoencoder.SensorAutoEncoder` (its ``fitted_state()``)."""
         state = autoencoder.fitted_state()  # type: ignore[attr-defined]
         return cls({k: v.numpy() for k, v in state.items()}, threshold, features, top_k)
 
@@ -109,15 +110,17 @@ class SensorModel:
 
     def predict(self, values: np.ndarray) -> SensorScores:
         if values.ndim != 2 or values.shape[1] != self.n_features:
-            raise ValueError(f"expected readings of shape (B, {self.n_features}), got {values.shape}")
+            raise FeatureMismatchError(f"expected readings of shape (B, {self.n_features}), got {values.shape}")
         z = (np.asarray(values, dtype=np.float32) - self.mean) / self.std
         rebuilt = self.reconstruct(z)
         errors = (rebuilt - z) ** 2
         scores = errors.mean(1, dtype=np.float64)
         shares = errors / np.maximum(errors.sum(1, keepdims=True), 1e-12)
         k = self.top_k
-        top = np.argpartition(-shares, k - 1, axis=1)[:, :k] if k < self.n_features else np.tile(
-            np.arange(k), (len(shares), 1)
+        top = (
+            np.argpartition(-shares, k - 1, axis=1)[:, :k]
+            if k < self.n_features
+            else np.tile(np.arange(k), (len(shares), 1))
         )
         top_share = np.take_along_axis(shares, top, 1)
         order = np.argsort(-top_share, axis=1, kind="stable")

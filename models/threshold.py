@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from lineguard.errors import ConfigError, DataError
+
 OBJECTIVES = ("over_detection_rate", "miss_rate", "f1")
 
 
@@ -41,7 +43,7 @@ class Threshold:
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.value) or not math.isfinite(self.reference):
-            raise ValueError(f"threshold and reference must be finite numbers, got {self.value} and {self.reference}")
+            raise ConfigError(f"threshold and reference must be finite numbers, got {self.value} and {self.reference}")
 
     def normalize(self, score: float) -> float:
         """0 = typical normal part, 1.0 = at the threshold (never below 0)."""
@@ -67,16 +69,16 @@ class Threshold:
 def _clean(scores: Any, what: str) -> np.ndarray:
     array = np.asarray(scores, dtype=np.float64).ravel()
     if array.size == 0:
-        raise ValueError(f"no {what} scores to calibrate on: hold out at least one normal image")
+        raise DataError(f"no {what} scores to calibrate on: hold out at least one normal image")
     if not np.isfinite(array).all():
-        raise ValueError(f"{what} scores contain NaN or infinity: the model produced invalid scores")
+        raise DataError(f"{what} scores contain NaN or infinity: the model produced invalid scores")
     return array
 
 
 def from_normal_scores(scores: Any, over_detection_rate: float = 0.01) -> Threshold:
     """Threshold from held-out normal scores alone, targeting ``over_detection_rate``."""
     if not 0 < over_detection_rate < 1:
-        raise ValueError(f"over_detection_rate must be in (0, 1), got {over_detection_rate}")
+        raise ConfigError(f"over_detection_rate must be in (0, 1), got {over_detection_rate}")
     normal = np.sort(_clean(scores, "normal"))
     n = normal.size
     reference = float(np.median(normal))
@@ -114,16 +116,16 @@ def from_labelled(
     Without defective samples this is :func:`from_normal_scores` at ``fallback_over_detection_rate``.
     """
     if objective not in OBJECTIVES:
-        raise ValueError(f"objective {objective!r} is not one of {OBJECTIVES}")
+        raise ConfigError(f"objective {objective!r} is not one of {OBJECTIVES}")
     if objective != "f1" and (target is None or not 0 <= target < 1):
-        raise ValueError(f"objective {objective!r} needs a target rate in [0, 1), got {target}")
+        raise ConfigError(f"objective {objective!r} needs a target rate in [0, 1), got {target}")
     values = _clean(scores, "labelled")
     y = np.asarray(labels).astype(bool).ravel()
     if y.size != values.size:
-        raise ValueError(f"{values.size} scores but {y.size} labels")
+        raise DataError(f"{values.size} scores but {y.size} labels")
     normal, defect = np.sort(values[~y]), np.sort(values[y])
     if normal.size == 0:
-        raise ValueError("labelled calibration needs at least one normal sample")
+        raise DataError("labelled calibration needs at least one normal sample")
     if defect.size == 0:
         fallback = from_normal_scores(normal, fallback_over_detection_rate)
         return Threshold(

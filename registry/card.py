@@ -1,118 +1,60 @@
-"""The JSON model card stored beside every version's tensors: what the model is and how it was made."""
+"""The JSON model card stored beside every version's tensors: what the model is and how it was made.
+
+Every section is typed (:mod:`lineguard.registry.sections`); a card that does not fit is refused when it
+is read. Cards of schema 1 (written before the sections were typed) are read too: :func:`upgrade` maps
+them onto schema 2 on the way in, so stores written by earlier versions keep serving.
+"""
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-LINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-VERSION_NAME = re.compile(r"^v[1-9][0-9]{0,8}$")
-KINDS = ("image-anomaly", "sensor-anomaly", "image-classifier")
+from lineguard.models.threshold import Threshold
+from lineguard.registry.kinds import LineKind
+from lineguard.registry.names import check_line_name
+from lineguard.registry.sections import (
+    BackboneInfo,
+    Calibration,
+    ClassifierInfo,
+    DataInfo,
+    Evaluation,
+    HeadInfo,
+    SensorInputs,
+    TrainingHistory,
+)
 
-
-def check_line_name(line: str) -> str:
-    """Line names are safe path components: letters, digits, '-' and '_', at most 64, no dots or slashes."""
-    if not isinstance(line, str) or not LINE_NAME.match(line):
-        raise ValueError(
-            f"invalid line name {line!r}: use 1-64 letters, digits, '-' or '_', starting with a letter or digit"
-        )
-    return line
-
-
-def check_version_name(version: str) -> str:
-    if not isinstance(version, str) or not VERSION_NAME.match(version):
-        raise ValueError(f"invalid version {version!r}: versions look like v1, v2, ...")
-    return version
+ANOMALY_LABELS = ("ok", "ng")  # what operators may say of a part of an anomaly line
+SCHEMA_VERSION = 2
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class BackboneInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    layers: list[str]
-    image_size: int
-    weights: str
-    mean: list[float]
-    std: list[float]
-    channels: list[int]
-    reductions: list[int]
-
-
-class HeadInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kind: str
-    params: dict[str, Any]
-    scorer: dict[str, Any] = Field(default_factory=dict)
-
-
-class DataInfo(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    root: str
-    layout: str
-    fingerprint: str
-    n_train: int
-    n_fit: int
-    n_calibration: int
-    calibration: str
-    n_test: int = 0
-    skipped: list[str] = Field(default_factory=list)
-    notes: list[str] = Field(default_factory=list)
-
-
-class SensorInputs(BaseModel):
-    """What a sensor line reads: the feature names in order, and the scaler fitted on normal rows."""
-
-    model_config = ConfigDict(extra="forbid")
-    features: list[str] = Field(min_length=2)
-    mean: list[float]
-    std: list[float]
-
-    @property
-    def n_features(self) -> int:
-        return len(self.features)
-
-
-class ClassifierInfo(BaseModel):
-    """What a classifier line answers: its classes, which one is normal, calibration and severity rules."""
-
-    model_config = ConfigDict(extra="forbid")
-    classes: list[str] = Field(min_length=2)
-    normal_class: str | None = None
-    temperature: float = Field(gt=0)
-    severity: dict[str, float] = Field(default_factory=dict, description="level -> lowest defect confidence")
-
-    @property
-    def normal_index(self) -> int | None:
-        return None if self.normal_class is None else self.classes.index(self.normal_class)
-
-
 class ModelCard(BaseModel):
     """Version metadata. ``files`` maps each stored file to its SHA-256, checked on every load."""
 
     model_config = ConfigDict(extra="forbid")
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     line: str
     version: str = "v0"  # assigned by the store when written
-    kind: Literal["image-anomaly", "sensor-anomaly", "image-classifier"]
+    kind: LineKind
     created_at: datetime = Field(default_factory=utc_now)
-    parent: str | None = None
+    parent: str | None = Field(None, description="the version this one was derived from (a threshold change...)")
     note: str | None = None
     backbone: BackboneInfo | None = None
     inputs: SensorInputs | None = None
     head: HeadInfo | None = None
     classifier: ClassifierInfo | None = None
-    threshold: dict[str, Any]
-    calibration: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, Any] | None = None
+    threshold: Threshold
+    calibration: Calibration = Field(default_factory=Calibration)
+    metrics: Evaluation | None = None
     data: DataInfo | None = None
     timings: dict[str, float] = Field(default_factory=dict)
-    training: dict[str, Any] = Field(default_factory=dict)
+    training: TrainingHistory | None = None
     software: dict[str, str] = Field(default_factory=dict)
     files: dict[str, str] = Field(default_factory=dict)
 
@@ -120,3 +62,46 @@ class ModelCard(BaseModel):
     @classmethod
     def _line(cls, value: str) -> str:
         return check_line_name(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        return upgrade(data) if isinstance(data, dict) and data.get("schema_version") == 1 else data
+
+    # --- what the card says of the line ------------------------------------------------------------
+    def feedback_labels(self) -> tuple[str, ...]:
+        """What an operator may say of a part: ok / ng, or a classifier's classes."""
+        return tuple(self.classifier.classes) if self.classifier is not None else ANOMALY_LABELS
+
+    def normal_label(self) -> str | None:
+        """The label of a good part (None: a classifier without a normal class)."""
+        return self.classifier.normal_class if self.classifier is not None else "ok"
+
+
+def upgrade(card: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 card (plain dicts for threshold, calibration, metrics and training) as schema 2."""
+    out = {**card, "schema_version": SCHEMA_VERSION}
+    calibration = dict(card.get("calibration") or {})
+    typed: dict[str, Any] = {}
+    if "input" in calibration:
+        typed["input"] = calibration.pop("input")
+    if "temperature" in calibration:  # a classifier: the temperature fit, and its confidences
+        typed["temperature"] = {k: calibration.pop(k) for k in list(calibration) if k in _TEMPERATURE}
+        if "defect_confidence" in calibration:
+            typed["defect_confidence"] = calibration.pop("defect_confidence")
+        if "normal_defect_confidence" in calibration:
+            typed["normal"] = calibration.pop("normal_defect_confidence")
+    elif "scores" in calibration:  # an anomaly line: the held-out normal scores at the top level
+        typed["normal"] = {k: calibration[k] for k in _SUMMARY if k in calibration}
+    out["calibration"] = typed
+    out["training"] = card.get("training") or None
+    data = card.get("data")
+    if isinstance(data, dict):
+        out["data"] = {k: v for k, v in data.items() if k in DataInfo.model_fields}
+    if out.get("metrics") == {}:
+        out["metrics"] = None
+    return out
+
+
+_TEMPERATURE = ("method", "temperature", "ece_before", "ece_after", "nll_before", "nll_after", "n")
+_SUMMARY = ("n", "mean", "std", "quantiles", "histogram", "scores")

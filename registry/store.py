@@ -11,6 +11,9 @@ The root is a local folder by default, or any URI ``pyarrow.fs`` understands (``
 - Tensors are safetensors and metadata JSON; nothing is ever unpickled. Every file's SHA-256 is in the
   card and checked on load, so a corrupted version is refused with a clear error.
 - Line and version names are validated, so no path ever leaves the root.
+
+The store moves bytes and NumPy arrays, never torch tensors (light processes read it):
+:mod:`lineguard.registry.tensors` (de)serialises torch state dicts for the processes that have torch.
 """
 
 from __future__ import annotations
@@ -19,35 +22,23 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 import pyarrow.fs as pafs
+from pydantic import ValidationError
 
-from lineguard.registry.card import ModelCard, check_line_name, check_version_name, utc_now
-
-if TYPE_CHECKING:  # tensors are (de)serialised lazily: reading cards needs no torch
-    import numpy as np
-    import torch
+from lineguard.errors import ConfigError, CorruptModelError, NotFoundError, StoreError
+from lineguard.registry.card import ModelCard, utc_now
+from lineguard.registry.names import check_line_name, check_version_name, is_line_name, is_version_name
 
 log = logging.getLogger(__name__)
 
+DEFAULT_STORE = "./lineguard-store"  # the default of `lineguard --store` and of the service's `store` arg
 TENSORS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 CURRENT_FILE = "CURRENT"
-
-
-class StoreError(RuntimeError):
-    """The store cannot do what was asked (missing line or version, corrupt files)."""
-
-
-class LineNotFoundError(StoreError, LookupError):
-    pass
-
-
-class CorruptModelError(StoreError):
-    pass
 
 
 class ModelStore:
@@ -108,31 +99,36 @@ class ModelStore:
             return []
         infos = self.fs.get_file_info(pafs.FileSelector(self.root))
         names = [i.base_name for i in infos if i.type == pafs.FileType.Directory]
-        return sorted(n for n in names if _is_line(n) and self._exists(f"{self.root}/{n}/{CURRENT_FILE}"))
+        return sorted(n for n in names if is_line_name(n) and self._exists(f"{self.root}/{n}/{CURRENT_FILE}"))
 
     def versions(self, line: str) -> list[str]:
         """Complete versions of ``line`` (those with a card), oldest first."""
         line_dir = self._line_dir(line)
         if not self._exists(line_dir):
-            raise LineNotFoundError(f"unknown line {line!r}: `lineguard lines` lists the lines in {self.uri}")
+            raise NotFoundError(f"unknown line {line!r}: `lineguard lines` lists the lines in {self.uri}")
         infos = self.fs.get_file_info(pafs.FileSelector(line_dir))
-        found = [i.base_name for i in infos if i.type == pafs.FileType.Directory and _is_version(i.base_name)]
+        found = [i.base_name for i in infos if i.type == pafs.FileType.Directory and is_version_name(i.base_name)]
         complete = [v for v in found if self._exists(f"{line_dir}/{v}/{CARD_FILE}")]
         return sorted(complete, key=lambda v: int(v[1:]))
 
     def current_version(self, line: str) -> str:
         path = f"{self._line_dir(line)}/{CURRENT_FILE}"
         if not self._exists(path):
-            raise LineNotFoundError(f"unknown line {line!r}: `lineguard lines` lists the lines in {self.uri}")
-        pointer = json.loads(self._read(path))
-        return check_version_name(pointer["version"])
+            raise NotFoundError(f"unknown line {line!r}: `lineguard lines` lists the lines in {self.uri}")
+        try:
+            return check_version_name(json.loads(self._read(path))["version"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise CorruptModelError(f"{path} does not name a version ({err}): `lineguard promote {line} vN`") from err
 
     def read_card(self, line: str, version: str | None = None) -> ModelCard:
         version = version or self.current_version(line)
         path = f"{self._version_dir(line, version)}/{CARD_FILE}"
         if not self._exists(path):
-            raise LineNotFoundError(f"line {line!r} has no version {version!r}: `lineguard versions {line}` lists them")
-        return ModelCard.model_validate_json(self._read(path))
+            raise NotFoundError(f"line {line!r} has no version {version!r}: `lineguard versions {line}` lists them")
+        try:
+            return ModelCard.model_validate_json(self._read(path))
+        except ValidationError as err:
+            raise CorruptModelError(f"the card of line {line!r} {version} is not valid: {err}") from err
 
     def read_tensor_bytes(self, card: ModelCard) -> bytes:
         """The version's safetensors file, after checking it against the SHA-256 in its card."""
@@ -159,18 +155,6 @@ class ModelStore:
                 f"model file of line {card.line!r} version {card.version} is not valid safetensors ({err})"
             ) from err
 
-    def read_tensors(self, card: ModelCard) -> dict[str, torch.Tensor]:
-        """The version's tensors (checksum-verified)."""
-        from safetensors.torch import load as load_safetensors
-
-        data = self.read_tensor_bytes(card)
-        try:
-            return load_safetensors(data)
-        except Exception as err:  # safetensors raises its own error types
-            raise CorruptModelError(
-                f"model file of {card.line!r} {card.version} is not valid safetensors: {err}"
-            ) from err
-
     def read_arrays(self, card: ModelCard) -> dict[str, np.ndarray]:
         """The version's tensors as NumPy arrays (checksum-verified), without importing torch."""
         from safetensors.numpy import load as load_safetensors
@@ -195,19 +179,13 @@ class ModelStore:
 
     def _aux_path(self, name: str) -> str:
         if not name.startswith("_") or ".." in name or name.startswith("_/"):
-            raise ValueError(f"service files live in folders starting with '_' (never a line): got {name!r}")
+            raise ConfigError(f"service files live in folders starting with '_' (never a line): got {name!r}")
         return f"{self.root}/{name}"
 
     # --- writing -----------------------------------------------------------------------------------
-    def write_version(self, card: ModelCard, tensors: Mapping[str, torch.Tensor], promote: bool = True) -> ModelCard:
-        """Store a new immutable version of ``card.line`` and (by default) put it in service."""
-        from safetensors.torch import save as save_safetensors
-
-        blob = save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
-        return self.write_version_bytes(card, blob, promote)
-
-    def write_version_bytes(self, card: ModelCard, blob: bytes, promote: bool = True) -> ModelCard:
-        """As :meth:`write_version`, with the safetensors file already serialised."""
+    def write_version(self, card: ModelCard, blob: bytes, promote: bool = True) -> ModelCard:
+        """Store a new immutable version of ``card.line`` (``blob``: its safetensors file) and, by default, put
+        it in service. Returns the card as stored: with its version number and file checksums."""
         line_dir = self._line_dir(card.line)
         self.fs.create_dir(line_dir, recursive=True)
         files = {TENSORS_FILE: hashlib.sha256(blob).hexdigest()}
@@ -226,7 +204,7 @@ class ModelStore:
     def _next_version(self, line: str) -> str:
         line_dir = self._line_dir(line)
         infos = self.fs.get_file_info(pafs.FileSelector(line_dir))
-        numbers = [int(i.base_name[1:]) for i in infos if _is_version(i.base_name)]
+        numbers = [int(i.base_name[1:]) for i in infos if is_version_name(i.base_name)]
         return f"v{max(numbers, default=0) + 1}"
 
     def _publish(self, line_dir: str, version: str, blob: bytes, card: ModelCard) -> bool:
@@ -262,20 +240,4 @@ class ModelStore:
         parent = self.read_card(line)
         blob = self.read_tensor_bytes(parent)  # copied byte for byte, checksum-verified
         card = parent.model_copy(update={**changes, "parent": parent.version, "note": note, "created_at": utc_now()})
-        return self.write_version_bytes(card, blob, promote=promote)
-
-
-def _is_version(name: str) -> bool:
-    try:
-        check_version_name(name)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_line(name: str) -> bool:
-    try:
-        check_line_name(name)
-    except ValueError:
-        return False
-    return True
+        return self.write_version(card, blob, promote=promote)

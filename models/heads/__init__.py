@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lineguard.models.heads.base import AnomalyHead, HeadOutput, NotFittedError
+from lineguard.errors import ConfigError
+from lineguard.models.heads.base import AnomalyHead, HeadOutput
 from lineguard.models.heads.mean_embedding import MeanEmbedding
 from lineguard.models.heads.padim import Padim
 from lineguard.models.heads.patchcore import PatchCore
@@ -15,7 +16,7 @@ HEADS: dict[str, type[AnomalyHead]] = {cls.kind: cls for cls in (PatchCore, Padi
 def build_head(kind: str, **params: Any) -> AnomalyHead:
     """A new, unfitted head; unknown kinds or parameters get an error that lists the valid ones."""
     if kind not in HEADS:
-        raise ValueError(f"unknown head {kind!r}: choose one of {sorted(HEADS)}")
+        raise ConfigError(f"unknown head {kind!r}: choose one of {sorted(HEADS)}")
     cls = HEADS[kind]
     try:
         return cls(**params)
@@ -23,7 +24,7 @@ def build_head(kind: str, **params: Any) -> AnomalyHead:
         import inspect
 
         valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-        raise ValueError(f"bad parameters for head {kind!r}: {err}; valid parameters are {valid}") from err
+        raise ConfigError(f"bad parameters for head {kind!r}: {err}; valid parameters are {valid}") from err
 
 
 __all__ = [
@@ -31,7 +32,6 @@ __all__ = [
     "AnomalyHead",
     "HeadOutput",
     "MeanEmbedding",
-    "NotFittedError",
     "Padim",
     "PatchCore",
     "build_head",

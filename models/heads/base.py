@@ -10,9 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-
-class NotFittedError(RuntimeError):
-    """A head was asked to score before it was fitted."""
+from lineguard.errors import CorruptModelError, NotFittedError
 
 
 @dataclass
@@ -77,7 +75,7 @@ class AnomalyHead(nn.Module, ABC):
 
     def require_fitted(self, what: str) -> None:
         if not self.is_fitted:
-            raise NotFittedError(f"{what}: fit the line first (lineguard fit --line NAME --data DIR)")
+            raise NotFittedError(f"{what}: fit the line first (lineguard fit image --line NAME --data DIR)")
 
     # --- persistence -------------------------------------------------------------------------------
     def fitted_state(self) -> dict[str, torch.Tensor]:
@@ -88,7 +86,7 @@ class AnomalyHead(nn.Module, ABC):
         """Assign saved buffers by name (their shapes are only known after fitting), then rebuild caches."""
         expected = set(self.state_dict())
         if set(tensors) != expected:
-            raise ValueError(
+            raise CorruptModelError(
                 f"saved {self.kind} state does not match the head: missing {sorted(expected - set(tensors))}, "
                 f"unexpected {sorted(set(tensors) - expected)}"
             )

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lineguard.errors import ConfigError, DataError
 from lineguard.models.features import align_and_concat, check_channels
 from lineguard.models.heads.base import AnomalyHead, HeadOutput
 
@@ -32,7 +33,7 @@ class MeanEmbedding(AnomalyHead):
     def __init__(self, metric: str = "euclidean") -> None:
         super().__init__()
         if metric not in METRICS:
-            raise ValueError(f"metric {metric!r} is not one of {METRICS}")
+            raise ConfigError(f"metric {metric!r} is not one of {METRICS}")
         self.metric = metric
         self.register_buffer("mean_embedding", torch.zeros(0))
 
@@ -61,7 +62,7 @@ class MeanEmbedding(AnomalyHead):
             count += pooled.shape[0]
             channels = summary["channels"][0]
         if total is None or channels is None:
-            raise ValueError("mean embedding got no training features: the line needs at least one normal image")
+            raise DataError("mean embedding got no training features: the line needs at least one normal image")
         self.mean_embedding = (total / count).float()
         self.channels = channels.to(self.mean_embedding.device)
 

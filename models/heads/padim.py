@@ -7,7 +7,7 @@ Fitting estimates, for every grid cell, the mean and covariance of the (randomly
 vector over the normal images, regularised by ``eps * I``. The inverse is kept as the inverse Cholesky
 factor ``W = L^-1`` (``Sigma = L L^T``) so scoring is one batched product: ``d^2 = |W (x - mu)|^2``.
 Cholesky in float64 is used instead of ``torch.linalg.inv``, whose batched form failed on this
-project's torch/MKL build for well-conditioned 152x152 covariances (see docs/BASELINES.md).
+project's torch/MKL build for well-conditioned 152x152 covariances.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from lineguard.errors import ConfigError, DataError, FeatureMismatchError
 from lineguard.models.features import align_and_concat, check_channels
 from lineguard.models.heads.base import AnomalyHead, HeadOutput
 
@@ -38,7 +39,7 @@ class Padim(AnomalyHead):
     def __init__(self, n_features: int = 100, eps: float = 0.01, seed: int = 0) -> None:
         super().__init__()
         if n_features < 1 or eps <= 0:
-            raise ValueError(f"PaDiM needs n_features >= 1 and eps > 0, got {n_features} and {eps}")
+            raise ConfigError(f"PaDiM needs n_features >= 1 and eps > 0, got {n_features} and {eps}")
         self.n_features = n_features
         self.eps = eps
         self.seed = seed
@@ -90,7 +91,7 @@ class Padim(AnomalyHead):
             count += x.shape[0]
             grid, channels = summary["grid"][0], summary["channels"][0]
         if total is None or outer is None or grid is None or channels is None or count < 2:
-            raise ValueError(f"PaDiM needs at least 2 normal images to estimate covariances, got {count}")
+            raise DataError(f"PaDiM needs at least 2 normal images to estimate covariances, got {count}")
         mean = total / count
         cov = (outer - count * mean[:, :, None] * mean[:, None, :]) / (count - 1)
         eye = torch.eye(cov.shape[-1], dtype=torch.float64, device=cov.device)
@@ -108,7 +109,7 @@ class Padim(AnomalyHead):
         emb = self.embed([f.to(self.mean.device) for f in features])  # (B, d, H, W)
         b, _, h, w = emb.shape
         if [h, w] != self.grid.tolist():
-            raise ValueError(
+            raise FeatureMismatchError(
                 f"PaDiM was fitted on a {self.grid.tolist()} grid but got {[h, w]}: use the card's image size"
             )
         diff = emb.flatten(2).permute(2, 1, 0) - self.mean[:, :, None]  # (P, d, B)

@@ -4,9 +4,9 @@ Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022.
 
 Each feature-grid cell is described by the backbone's mid-level maps, averaged over its ``pool x pool``
 neighbourhood and upsampled to the finest grid (``(B, C, H, W)``). Fitting keeps a greedy k-center
-coreset of the normal patches (see :mod:`models.coreset`); scoring gives each cell its distance to the
+coreset of the normal patches (see :mod:`lineguard.models.coreset`); scoring gives each cell its distance to the
 nearest patch in that bank. Turning the ``(B, H, W)`` distances into an anomaly map and an image score
-is the scorer's job (:mod:`models.scoring`).
+is the scorer's job (:mod:`lineguard.models.scoring`).
 
 The bank size, not the data size, sets the scoring cost (one ``(queries, d) x (d, M)`` product per
 image), so it is capped by ``bank_size``; ``coreset_ratio`` shrinks it further for small data sets.
@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lineguard.errors import ConfigError, DataError
 from lineguard.models.coreset import greedy_coreset, greedy_coreset_batched
 from lineguard.models.features import align_and_concat, check_channels, local_average
 from lineguard.models.heads.base import AnomalyHead, HeadOutput
@@ -61,7 +62,7 @@ class PatchCore(AnomalyHead):
     ) -> None:
         super().__init__()
         if bank_size < 1 or not 0 < coreset_ratio <= 1 or pool < 1 or candidate_factor < 1 or query_stride < 1:
-            raise ValueError(
+            raise ConfigError(
                 "PatchCore needs bank_size >= 1, 0 < coreset_ratio <= 1, pool >= 1, candidate_factor >= 1, "
                 f"query_stride >= 1; got {bank_size}, {coreset_ratio}, {pool}, {candidate_factor}, {query_stride}"
             )
@@ -128,7 +129,7 @@ class PatchCore(AnomalyHead):
             images += candidates.shape[0]
             grid, channels = (int(summary["grid"][0, 0]), int(summary["grid"][0, 1])), summary["channels"][0]
         if not parts or channels is None:
-            raise ValueError("PatchCore got no training features: the line needs at least one normal image")
+            raise DataError("PatchCore got no training features: the line needs at least one normal image")
         candidates = torch.cat(parts)
         bank = min(self.bank_size, math.ceil(self.coreset_ratio * images * grid[0] * grid[1]))
         index = greedy_coreset(candidates, bank, self.projection_dim, self.seed)
