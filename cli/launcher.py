@@ -18,29 +18,62 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lineguard.errors import ConfigError, UnavailableError
+
 APP_NAME = "lineguard"
+# the checkout's own serve_config.yaml (an editable install runs from the checkout)
+CHECKOUT_CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
 
 
-def prepare_config(
+CONFIG_HELP = "the Serve config (default: ./serve_config.yaml, else the checkout's own)"
+
+
+def config_path(given: Path | None = None) -> Path:
+    """``--config`` if given, else ``serve_config.yaml`` in the working folder, else the checkout's own."""
+    path = given or next((p for p in (Path("serve_config.yaml"), CHECKOUT_CONFIG) if p.is_file()), CHECKOUT_CONFIG)
+    if not path.is_file():
+        raise ConfigError(f"serve config {path} does not exist: pass --config with the path of a serve_config.yaml")
+    return path
+
+
+@contextlib.contextmanager
+def prepared_config(
     config: Path,
     store: str | None = None,
     host: str | None = None,
     port: int | None = None,
     default_line: str | None = None,
     sample_roots: list[str] | None = None,
-) -> Path:
-    """A temporary copy of ``config`` with the overrides applied."""
-    if not config.is_file():
-        raise FileNotFoundError(f"serve config {config} does not exist: run from the repository root or pass --config")
+) -> Iterator[Path]:
+    """A copy of ``config`` with the overrides applied, in a temporary folder removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="lineguard-serve-"))
+    try:
+        target = folder / "serve_config.yaml"
+        target.write_text(_overridden(config, store, host, port, default_line, sample_roots))
+        yield target
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _overridden(
+    config: Path,
+    store: str | None,
+    host: str | None,
+    port: int | None,
+    default_line: str | None,
+    sample_roots: list[str] | None,
+) -> str:
+    config = config_path(config)
     data: dict[str, Any] = yaml.safe_load(config.read_text())
     apps = [a for a in data.get("applications", []) if a.get("name") == APP_NAME]
     if not apps:
-        raise ValueError(f"{config} has no application named {APP_NAME!r}")
+        raise ConfigError(f"{config} has no application named {APP_NAME!r}")
     args = apps[0].setdefault("args", {})
     if store is not None:
         args["store"] = str(Path(store).resolve()) if "://" not in store else store
@@ -53,10 +86,7 @@ def prepare_config(
         http["host"] = host
     if port is not None:
         http["port"] = port
-    folder = Path(tempfile.mkdtemp(prefix="lineguard-serve-"))
-    target = folder / "serve_config.yaml"
-    target.write_text(yaml.safe_dump(data, sort_keys=False))
-    return target
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def serve_environment(haproxy: bool = True) -> dict[str, str]:
@@ -72,7 +102,7 @@ def start(config: Path, env: dict[str, str], app_dir: Path | None = None) -> sub
     """``serve run`` in the background; the caller owns the process."""
     serve = shutil.which("serve", path=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
     if serve is None:
-        raise FileNotFoundError("the `serve` command (from ray[serve]) is not installed in this environment")
+        raise ConfigError("the `serve` command (from ray[serve]) is not installed in this environment")
     command = [serve, "run", str(config)]
     if app_dir is not None:
         command += ["--app-dir", str(app_dir)]
@@ -84,7 +114,7 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 12
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
         if process.poll() is not None:
-            raise RuntimeError(f"serve run exited with status {process.returncode} before the service was ready")
+            raise UnavailableError(f"serve run exited with status {process.returncode} before the service was ready")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -92,7 +122,7 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 12
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout_s} s")
+    raise UnavailableError(f"{url} did not answer 200 within {timeout_s} s")
 
 
 def descendants(pid: int) -> list[int]:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
-AUGMENTS = ("default", "light", "none")
+Augmentation = Literal["default", "light", "none"]
+AUGMENTS: tuple[str, ...] = get_args(Augmentation)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lineguard.errors import ConfigError, DataError
 from lineguard.models.preprocess import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -80,10 +81,11 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
 def discover_classes(
     root: Path | str, merge: Mapping[str, Sequence[str]] | None = None, normal_class: str | None = None
 ) -> ClassDataset:
-    """Classes and images of ``root``; raises FileNotFoundError / ValueError that say what was expected."""
+    """Classes and images of ``root``; raises a DataError (or a ConfigError for a bad merge) that says what
+    was expected."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data folder {root} does not exist or is not a folder; {LAYOUT_HELP}")
+        raise DataError(f"data folder {root} does not exist or is not a folder; {LAYOUT_HELP}")
     folders = _class_folders(root)
     folders.pop("ground_truth", None)  # MVTec masks, not a class
     warnings: list[str] = []
@@ -99,7 +101,7 @@ def discover_classes(
         log.warning(text)
     classes_of = _merged(images, merge or {})
     if len(classes_of) < 2:
-        raise ValueError(
+        raise DataError(
             f"{root} has {len(classes_of)} class(es) with images ({sorted(classes_of)}): a classifier needs at least "
             f"2; {LAYOUT_HELP}"
         )
@@ -119,14 +121,14 @@ def _merged(images: Mapping[str, list[Path]], merge: Mapping[str, Sequence[str]]
     taken: dict[str, str] = {}
     for target, sources in merge.items():
         if not target or not sources:
-            raise ValueError(f"--merge expects NEW=folder1,folder2; got {target!r}={list(sources)}")
+            raise ConfigError(f"--merge expects NEW=folder1,folder2; got {target!r}={list(sources)}")
         for source in sources:
             if source not in images:
-                raise ValueError(
+                raise ConfigError(
                     f"--merge {target}: no class folder with images named {source!r} (found {sorted(images)})"
                 )
             if source in taken:
-                raise ValueError(f"folder {source!r} is merged twice (into {taken[source]!r} and {target!r})")
+                raise ConfigError(f"folder {source!r} is merged twice (into {taken[source]!r} and {target!r})")
             taken[source] = target
     out: dict[str, list[str]] = {}
     for folder in images:
@@ -137,7 +139,7 @@ def _merged(images: Mapping[str, list[Path]], merge: Mapping[str, Sequence[str]]
 def _normal_class(classes: list[str], requested: str | None) -> str | None:
     if requested is not None:
         if requested not in classes:
-            raise ValueError(f"normal class {requested!r} is not one of the classes {classes}")
+            raise ConfigError(f"normal class {requested!r} is not one of the classes {classes}")
         return requested
     found = [name for name in classes if name.lower() in NORMAL_NAMES]
     return found[0] if len(found) == 1 else None
@@ -152,7 +154,7 @@ def stratified_split(
     ``test_fraction > 0``; a class too small for that is an error naming it.
     """
     if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise ValueError(
+        raise ConfigError(
             f"validation and test fractions must be in (0, 1) and sum below 1, got {val_fraction}, {test_fraction}"
         )
     rng = np.random.default_rng(seed)
@@ -163,7 +165,7 @@ def stratified_split(
         n = len(index)
         if n < need:
             name = classes[label] if label < len(classes) else f"#{label}"
-            raise ValueError(
+            raise DataError(
                 f"class {name!r} has {n} image(s): need at least {need} (for training, validation"
                 f"{' and test' if need == 3 else ''}); add images or merge it into another class"
             )
@@ -172,6 +174,7 @@ def stratified_split(
         test += index[:n_test].tolist()
         val += index[n_test : n_test + n_val].tolist()
         train += index[n_test + n_val :].tolist()
+
     def sorted_rows(rows: list[int]) -> np.ndarray:
         return np.sort(np.asarray(rows, dtype=np.int64))
 

@@ -6,7 +6,8 @@
 
 Masks are paired with images by file stem, never by sorted position (a mask folder holding an extra
 file would shift every pair), and any image suffix is accepted (magnetic_tile ships JPEGs).
-Unreadable image files are not found here but when they are decoded; see :func:`read_image`.
+Unreadable image files are not found here but when they are decoded (:func:`lineguard.training.engine.read_image`).
+Nothing here imports torch: the service lists the simulator's sample folders with it.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from lineguard.models.preprocess import IMAGE_SUFFIXES, BadImageError, ImageTooLargeError, PreprocessConfig, load_file
+from lineguard.errors import DataError
+from lineguard.models.preprocess import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,6 @@ class ImageDataset:
     test: list[Sample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def has_defects(self) -> bool:
-        return any(s.label == 1 for s in self.test)
-
 
 def list_images(folder: Path) -> list[Path]:
     """Image files directly in ``folder`` (by suffix, case-insensitive), sorted by name."""
@@ -59,12 +56,12 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def discover(root: Path | str) -> ImageDataset:
-    """Read the layout of ``root``; raises FileNotFoundError / ValueError that say what was expected."""
+    """Read the layout of ``root``; raises a DataError that says what was expected."""
     root = Path(root)
     if not root.exists():
-        raise FileNotFoundError(f"data folder {root} does not exist; {MVTEC_HELP}")
+        raise DataError(f"data folder {root} does not exist; {MVTEC_HELP}")
     if not root.is_dir():
-        raise ValueError(f"{root} is a file, not a folder; {MVTEC_HELP}")
+        raise DataError(f"{root} is a file, not a folder; {MVTEC_HELP}")
     if (root / "train").is_dir():
         return _discover_mvtec(root)
     images = list_images(root)
@@ -72,17 +69,17 @@ def discover(root: Path | str) -> ImageDataset:
         return ImageDataset(root, "folder", [Sample(p, 0, "good") for p in images])
     subfolders = sorted(p.name for p in root.iterdir() if p.is_dir())
     hint = f" (it has sub-folders {subfolders[:8]}: is it a parent of the line's folder?)" if subfolders else ""
-    raise ValueError(f"no images found in {root}{hint}; {MVTEC_HELP}")
+    raise DataError(f"no images found in {root}{hint}; {MVTEC_HELP}")
 
 
 def _discover_mvtec(root: Path) -> ImageDataset:
     good = root / "train" / "good"
     if not good.is_dir():
         found = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-        raise ValueError(f"{root}/train has no good/ folder (found {found}); {MVTEC_HELP}")
+        raise DataError(f"{root}/train has no good/ folder (found {found}); {MVTEC_HELP}")
     train = [Sample(p, 0, "good") for p in list_images(good)]
     if not train:
-        raise ValueError(f"no images in {good}: put the line's normal images there (PNG/JPG/BMP/TIFF/WebP)")
+        raise DataError(f"no images in {good}: put the line's normal images there (PNG/JPG/BMP/TIFF/WebP)")
     notes: list[str] = []
     test: list[Sample] = []
     test_root = root / "test"
@@ -118,16 +115,6 @@ def read_mask(path: Path | None, size: int) -> np.ndarray:
         return np.zeros((size, size), dtype=bool)
     with Image.open(path) as mask:
         return np.asarray(mask.convert("L").resize((size, size), Image.Resampling.NEAREST)) > 127
-
-
-def read_image(path: Path, config: PreprocessConfig) -> tuple[torch.Tensor | None, str]:
-    """``(tensor, "")`` or ``(None, reason)`` for a file that cannot be read as an image."""
-    try:
-        return load_file(path, config), ""
-    except (BadImageError, ImageTooLargeError, OSError) as err:
-        reason = f"{path}: {err}"
-        log.warning("skipping unreadable image %s", reason)
-        return None, reason
 
 
 def fingerprint(paths: list[Path], root: Path) -> str:

@@ -24,19 +24,21 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from lineguard.models.backbone import DEFAULT_BACKBONE, DEFAULT_LAYERS, FeatureExtractor
-from lineguard.models.preprocess import BadImageError, ImageTooLargeError, PreprocessConfig, open_image, to_tensor
+from lineguard.errors import DataError
+from lineguard.models.backbone import FeatureExtractor
+from lineguard.models.preprocess import PreprocessConfig, open_image
 from lineguard.models.scoring import AnomalyScorer
-from lineguard.registry.card import BackboneInfo
+from lineguard.models.tensors import load_file, to_tensor
 from lineguard.training.augment import Augment, view_rng
-from lineguard.training.data import read_image
+from lineguard.training.options import BackboneSettings
+from lineguard.training.runtime import ensure_ray
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +50,7 @@ class WorkerSpec:
     """Everything a worker needs to build its models, picklable for Ray actors."""
 
     mode: Mode
-    backbone: str
-    layers: tuple[str, ...]
-    image_size: int
-    weights: str = "auto"
-    device: str = "auto"
-    precision: str = "auto"
+    backbone: BackboneSettings
     head_kind: str = "patchcore"
     head_params: dict[str, Any] = field(default_factory=dict)
     scorer_params: dict[str, Any] = field(default_factory=dict)
@@ -66,39 +63,15 @@ class WorkerSpec:
     seed: int = 0
 
 
-@dataclass
-class BackboneSettings:
-    """Which backbone a fit's features come from, and where it runs (the fits' options extend this)."""
-
-    backbone: str = DEFAULT_BACKBONE
-    layers: tuple[str, ...] = DEFAULT_LAYERS
-    image_size: int = 256
-    weights: str = "auto"
-    device: str = "auto"
-    precision: str = "auto"
-
-    def backbone_info(self) -> BackboneInfo:
-        """What the card records of the backbone: dimensions and normalisation (read from an unweighted
-        net: no need to load the weights for that) and where the weights come from."""
-        from lineguard.models.weights import resolve
-
-        info = FeatureExtractor(self.backbone, self.layers, "none", "cpu", "fp32").describe()
-        info["weights"] = resolve(self.backbone, self.weights).describe()
-        return BackboneInfo(image_size=self.image_size, **info)
-
-
-def worker_spec(mode: Mode, options: BackboneSettings, **fields: Any) -> WorkerSpec:
-    """A worker spec for ``options``'s backbone, with the mode-specific ``fields``."""
-    return WorkerSpec(
-        mode=mode,
-        backbone=options.backbone,
-        layers=tuple(options.layers),
-        image_size=options.image_size,
-        weights=options.weights,
-        device=options.device,
-        precision=options.precision,
-        **fields,
-    )
+def read_image(path: Path, config: PreprocessConfig) -> tuple[torch.Tensor | None, str]:
+    """``(tensor, "")`` or ``(None, reason)`` for a file that cannot be read as an image (it is skipped and
+    named in the fit's report, never a crash)."""
+    try:
+        return load_file(path, config), ""
+    except (DataError, OSError) as err:
+        reason = f"{path}: {err}"
+        log.warning("skipping unreadable image %s", reason)
+        return None, reason
 
 
 class BatchWorker:
@@ -108,14 +81,17 @@ class BatchWorker:
         if spec.threads:
             torch.set_num_threads(spec.threads)
         self.spec = spec
-        self.extractor = FeatureExtractor(spec.backbone, spec.layers, spec.weights, spec.device, spec.precision)
-        self.preprocess = PreprocessConfig(spec.image_size, self.extractor.mean, self.extractor.std)
+        settings = spec.backbone
+        self.extractor = FeatureExtractor(
+            settings.backbone, settings.layers, settings.weights, settings.device, settings.precision
+        )
+        self.preprocess = PreprocessConfig(settings.image_size, self.extractor.mean, self.extractor.std)
         if spec.mode == "classifier":
             from lineguard.models.classifier import ImageClassifier
 
             self.classifier = ImageClassifier(
-                self.extractor.channels, 2, backbone=spec.backbone, tap=self.extractor.layers[-1],
-                tail_weights=spec.weights, **spec.classifier,
+                self.extractor.channels, 2, backbone=settings.backbone, tap=self.extractor.layers[-1],
+                tail_weights=settings.weights, **spec.classifier,
             ).to(self.extractor.device).eval()  # fmt: skip
             self.augment = Augment.named(spec.augment)
         else:
@@ -126,7 +102,7 @@ class BatchWorker:
                 self.scorer.load_fitted_state({k: torch.from_numpy(np.array(v)) for k, v in spec.state.items()})
             self.scorer.head.plan(spec.num_images)
         # per-image output shapes, for the placeholder rows of unreadable files
-        blank = torch.zeros(max(1, spec.views), 3, spec.image_size, spec.image_size)
+        blank = torch.zeros(max(1, spec.views), 3, settings.image_size, settings.image_size)
         self._template = {k: np.zeros_like(v[:1]) for k, v in self._process(blank).items()}
 
     def decode(self, paths: Sequence[str]) -> tuple[torch.Tensor | None, list[str]]:
@@ -145,7 +121,7 @@ class BatchWorker:
         """The clean view of the image, then ``views - 1`` augmented ones (seeded by path and seed)."""
         try:
             image = open_image(Path(path).read_bytes(), self.preprocess.max_pixels)
-        except (BadImageError, ImageTooLargeError, OSError) as err:
+        except (DataError, OSError) as err:
             log.warning("skipping unreadable image %s: %s", path, err)
             return [], f"{path}: {err}"
         rng = view_rng(path, self.spec.seed)
@@ -218,12 +194,14 @@ def run_ray(
     """Batches of worker output from a Ray Data actor pool (order not guaranteed; rows carry ``path``)."""
     import ray
 
+    ensure_ray()
     free = ray.available_resources()  # what other work (a running Serve app, say) leaves
     gpus = float(free.get("GPU", 0))
     per_actor_gpu = 1.0 if gpus >= workers else (gpus / workers if gpus else 0.0)
     cpus = float(free.get("CPU", os.cpu_count() or 1))
     per_actor_cpu = max(0.25, min(4.0, cpus / workers))
-    spec = _with(spec, threads=max(1, round(per_actor_cpu)), device="auto" if per_actor_gpu else "cpu")
+    backbone = replace(spec.backbone, device="auto" if per_actor_gpu else "cpu")
+    spec = replace(spec, threads=max(1, round(per_actor_cpu)), backbone=backbone)
     items = [{"path": str(p)} for p in paths]
     dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // batch_size + 1, workers * 8)))
     mapped = dataset.map_batches(
@@ -247,12 +225,6 @@ def run(
     if workers <= 0:
         return run_local(spec, paths, batch_size, progress)
     return run_ray(spec, paths, workers, batch_size)
-
-
-def _with(spec: WorkerSpec, **changes: Any) -> WorkerSpec:
-    from dataclasses import replace
-
-    return replace(spec, **changes)
 
 
 def split_errors(batch: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str], list[str]]:

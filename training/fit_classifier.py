@@ -11,115 +11,65 @@ image is an error naming it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from lineguard.models.classifier import POOLINGS, TAILS, ImageClassifier, SeverityRules, decide, fit_temperature
-from lineguard.models.metrics import class_metrics, expected_calibration_error
+from lineguard.errors import DataError
+from lineguard.models.calibration import expected_calibration_error, fit_temperature, nll, softmax
+from lineguard.models.classifier import ImageClassifier
+from lineguard.models.decisions import SeverityRules
+from lineguard.models.device import resolve_device
 from lineguard.models.preprocess import file_intensities
 from lineguard.models.threshold import Threshold
-from lineguard.registry.card import BackboneInfo, ClassifierInfo, DataInfo, HeadInfo, ModelCard, check_line_name
+from lineguard.registry.card import ModelCard
+from lineguard.registry.kinds import LineKind
+from lineguard.registry.names import check_line_name
+from lineguard.registry.sections import (
+    BackboneInfo,
+    Calibration,
+    ClassifierInfo,
+    DataInfo,
+    HeadInfo,
+    ScoreSummary,
+    TemperatureFit,
+)
 from lineguard.registry.store import ModelStore
-from lineguard.training import features as engine
-from lineguard.training.augment import AUGMENTS
+from lineguard.registry.tensors import to_bytes
+from lineguard.training import engine
 from lineguard.training.classifier_data import ClassDataset, LabelledImage, discover_classes, stratified_split
 from lineguard.training.data import fingerprint
-from lineguard.training.evaluate import calibration_summary, json_safe, labelled_metrics
+from lineguard.training.evaluate_classifier import evaluate_cached
+from lineguard.training.options import ClassifierFitOptions
 from lineguard.training.provenance import Timer, software_versions
-from lineguard.training.train_classifier import (
-    CachedSplit,
-    classifier_train_options,
-    fit_standardizer,
-    logits_of,
-    train_classifier,
-)
-from lineguard.training.train_loop import TrainOptions, thin_history
-
-if TYPE_CHECKING:
-    from lineguard.models.backbone import FeatureExtractor
-    from lineguard.models.classifier import LineClassifier
+from lineguard.training.report import FitReport
+from lineguard.training.train_classifier import CachedSplit, fit_standardizer, logits_of, train_classifier
+from lineguard.training.train_loop import thin_history
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class ClassifierFitOptions(engine.BackboneSettings):
-    merge: dict[str, list[str]] = field(default_factory=dict)
-    normal_class: str | None = None  # default: the one class named good / normal / ok / pass, if any
-    tail: str = "frozen"
-    hidden: int = 256
-    dropout: float = 0.2
-    pooling: str = "avgmax"
-    views: int = 4  # per training image: the clean one and views - 1 augmented ones
-    augment: str = "default"
-    val_fraction: float = 0.15
-    test_fraction: float = 0.2
-    threshold: float = 0.5  # defect confidence at which a part is called defective
-    severity: dict[str, float] = field(default_factory=lambda: SeverityRules().to_dict())
-    tail_lr_ratio: float = 0.1
-    workers: int = 0  # feature extraction: 0 = this process, N = a Ray Data pool (training: train.workers)
-    batch_size: int = 16
-    train: TrainOptions = field(default_factory=lambda: classifier_train_options(workers=0))
-    seed: int = 0
-    promote: bool = True
-    note: str | None = None
-    progress: bool = True
-
-    def validate(self) -> None:
-        if self.tail not in TAILS or self.pooling not in POOLINGS or self.augment not in AUGMENTS:
-            raise ValueError(
-                f"tail must be one of {TAILS}, pooling one of {POOLINGS}, augment one of {AUGMENTS}; "
-                f"got {self.tail!r}, {self.pooling!r}, {self.augment!r}"
-            )
-        if not 1 <= self.views <= 32:
-            raise ValueError(f"views must be between 1 and 32, got {self.views}")
-        if not 0 < self.threshold < 1:
-            raise ValueError(f"the defect-confidence threshold must be in (0, 1), got {self.threshold}")
-        if not self.severity:
-            raise ValueError("give at least one severity level, e.g. high=0.9,low=0.6")
-        SeverityRules.from_dict(self.severity)
-        if self.image_size < 32 or self.image_size > 2048 or self.batch_size < 1 or self.workers < 0:
-            raise ValueError("image size must be 32-2048 pixels, batch size >= 1 and workers >= 0")
-        self.train.validate()
-
-
-@dataclass
-class ClassifierFitReport:
-    card: ModelCard
-    metrics: dict[str, Any] | None
-    skipped: list[str]
-    timings: dict[str, float]
-
-
-def fit_classifier_line(
-    line: str, data: Path | str, options: ClassifierFitOptions, store: ModelStore
-) -> ClassifierFitReport:
+def fit_classifier_line(line: str, data: Path | str, options: ClassifierFitOptions, store: ModelStore) -> FitReport:
     """Fit, calibrate, evaluate and store a new version of the classifier line ``line``."""
     check_line_name(line)
     options.validate()
     timer = Timer()
     dataset = discover_classes(data, options.merge, options.normal_class)
-    labels = dataset.labels
     train_idx, val_idx, test_idx = stratified_split(
-        labels, options.val_fraction, options.test_fraction, options.seed, dataset.classes
+        dataset.labels, options.val_fraction, options.test_fraction, options.seed, dataset.classes
     )
     data_fingerprint = fingerprint([item.path for item in dataset.items], dataset.root)
     timer.mark("discover")
 
-    spec = engine.worker_spec(
+    spec = engine.WorkerSpec(
         "classifier",
-        options,
+        options.backbone_settings(),
         classifier={"tail": options.tail, "pooling": options.pooling},
         views=options.views,
         augment=options.augment,
         seed=options.seed,
     )
-    from dataclasses import replace
-
     skipped: list[str] = []
     items = dataset.items
     train = _cached(spec, [items[i] for i in train_idx], options, skipped, "training views")
@@ -141,125 +91,68 @@ def fit_classifier_line(
         tail_weights=options.weights,
     )
     fit_standardizer(model, train[0])
-    if options.train.workers == 0:  # in this process: on the fit's device (Ray Train workers pick their own)
-        from lineguard.models.device import resolve_device
-
+    train_options = replace(options.train, seed=options.seed)
+    if train_options.worker_count == 0:  # in this process: on the fit's device (Ray Train workers pick their own)
         model.to(resolve_device(options.device))
-    trained = train_classifier(model, train[0], val[0], options.train, options.tail_lr_ratio)
+    trained = train_classifier(model, train[0], val[0], train_options, options.tail_lr_ratio)
     timer.mark("train")
 
-    val_logits = logits_of(model, val[0]).numpy()
-    temperature = fit_temperature(val_logits, val[0].labels)
-    model.temperature.fill_(temperature)
-    calibration = {
-        "method": "temperature scaling on the validation images",
-        "temperature": temperature,
-        "ece_before": expected_calibration_error(_softmax(val_logits, 1.0), val[0].labels),
-        "ece_after": expected_calibration_error(_softmax(val_logits, temperature), val[0].labels),
-        "nll_before": _nll(val_logits, val[0].labels, 1.0),
-        "nll_after": _nll(val_logits, val[0].labels, temperature),
-        "n": len(val[0]),
-    }
-    normal_index = None if dataset.normal_class is None else dataset.classes.index(dataset.normal_class)
-    if normal_index is not None:
-        defect = 1.0 - _softmax(val_logits, temperature)[:, normal_index]
-        calibration["defect_confidence"] = calibration_summary(defect)
-        normal_val = defect[val[0].labels == normal_index]
-        if normal_val.size:  # what a good part scores: the reference of the drift checks
-            calibration["normal_defect_confidence"] = calibration_summary(normal_val)
-        normal_paths = [item.path for item in dataset.items if item.label == normal_index]
-        intensities = file_intensities(normal_paths, options.image_size)
-        if intensities.size:
-            calibration["input"] = calibration_summary(intensities)
+    calibration = _calibrate(model, val[0], dataset, options)
     timer.mark("calibrate")
 
     metrics = None
     if len(test[0]):
-        metrics = evaluate_cached(model, test[0], test[1], dataset.classes, normal_index, options)
+        note = f"held-out test images ({len(test[0])}), never used for training or calibration"
+        severity = SeverityRules.from_dict(options.severity)
+        normal_index = dataset.classes.index(dataset.normal_class) if dataset.normal_class else None
+        metrics = evaluate_cached(
+            model, test[0], test[1], dataset.classes, normal_index, options.threshold, severity, note
+        )
         timer.mark("evaluate")
 
-    card = _card(line, options, dataset, data_fingerprint, (train, val, test), skipped, backbone, model, calibration)
-    card.metrics = metrics
-    card.training = thin_history(trained.history)
-    card.timings = dict(timer.marks)
-    stored = store.write_version(card, model.fitted_state(), promote=options.promote)
-    timer.mark("store")
-    return ClassifierFitReport(stored, metrics, skipped, {**timer.marks, "total": timer.total()})
-
-
-def evaluate_cached(
-    model: ImageClassifier,
-    split: CachedSplit,
-    folders: list[str],
-    classes: list[str],
-    normal_index: int | None,
-    options: ClassifierFitOptions,
-) -> dict[str, Any]:
-    """Metrics of the held-out images: every class, and (with a normal class) defect vs normal."""
-    logits = logits_of(model, split).numpy()
-    probabilities = _softmax(logits, float(model.temperature))
-    decisions = decide(probabilities, normal_index, options.threshold, SeverityRules.from_dict(options.severity))
-    predicted = np.array([d.index for d in decisions])
-    metrics: dict[str, Any] = {}
-    if normal_index is not None:
-        defect = 1.0 - probabilities[:, normal_index]
-        is_defect = (split.labels != normal_index).astype(np.int64)
-        # defect vs normal, at the line's threshold; the stored scores let a threshold change recompute it
-        metrics.update(labelled_metrics(is_defect, defect, options.threshold, folders))
-    metrics["classes"] = json_safe(class_metrics(split.labels, predicted, probabilities, classes))
-    metrics["classes"]["ece_before_temperature"] = expected_calibration_error(_softmax(logits, 1.0), split.labels)
-    metrics["classes"]["nll"] = _nll(logits, split.labels, float(model.temperature))
-    metrics["classes"]["nll_before_temperature"] = _nll(logits, split.labels, 1.0)
-    metrics["classes"]["note"] = f"held-out test images ({len(split)}), never used for training or calibration"
-    metrics["classes"]["threshold"] = options.threshold
-    return metrics
-
-
-def evaluate_folder(
-    card: ModelCard,
-    extractor: FeatureExtractor,
-    classifier: LineClassifier,
-    data: Path | str,
-    merge: dict[str, list[str]] | None = None,
-    batch_size: int = 16,
-) -> tuple[dict[str, Any], list[str]]:
-    """Metrics of a stored classifier line on every image of a class-folder ``data`` set; its classes
-    must be the line's (folder names, after ``merge``). Returns the metrics and the unreadable files."""
-    from lineguard.registry.loaders import preprocess_config
-    from lineguard.training.data import read_image
-
-    assert card.classifier is not None
-    dataset = discover_classes(data, merge)  # classes are matched to the line's by name
-    unknown = sorted(set(dataset.classes) - set(classifier.classes))
-    if unknown:
-        known = classifier.classes
-        raise ValueError(f"{data} has class folders {unknown} that line {card.line!r} does not know: {known}")
-    config = preprocess_config(card)
-    pooled, deep, labels, folders, skipped = [], [], [], [], []
-    for start in range(0, len(dataset.items), batch_size):
-        chunk = dataset.items[start : start + batch_size]
-        tensors = []
-        for item in chunk:
-            tensor, error = read_image(item.path, config)
-            if tensor is None:
-                skipped.append(error)
-                continue
-            tensors.append(tensor)
-            labels.append(classifier.classes.index(dataset.classes[item.label]))
-            folders.append(item.folder)
-        if tensors:
-            frozen, frozen_deep = classifier.model.frozen_inputs(extractor.extract(torch.stack(tensors)))
-            pooled.append(frozen.cpu().numpy())
-            deep += [] if frozen_deep is None else [frozen_deep.half().cpu().numpy()]
-    if not labels:
-        raise ValueError(f"no readable image in {data}: {skipped[:10]}")
-    split = CachedSplit(
-        np.concatenate(pooled), np.concatenate(deep) if deep else None, np.array(labels, dtype=np.int64)
+    card = _card(line, options, dataset, data_fingerprint, (train[0], val[0], test[0]), skipped, backbone, model)
+    card = card.model_copy(
+        update={
+            "calibration": calibration,
+            "metrics": metrics,
+            "training": thin_history(trained.history),
+            "timings": dict(timer.marks),
+        }
     )
-    options = ClassifierFitOptions(threshold=float(card.threshold["value"]), severity=classifier.severity.to_dict())
-    metrics = evaluate_cached(classifier.model, split, folders, classifier.classes, classifier.normal_index, options)
-    metrics["classes"]["note"] = f"every image of {data} ({len(split)})"
-    return metrics, skipped
+    stored = store.write_version(card, to_bytes(model.fitted_state()), promote=options.promote)
+    timer.mark("store")
+    return FitReport(stored, {**timer.marks, "total": timer.total()}, skipped, metrics, options.promote)
+
+
+def _calibrate(
+    model: ImageClassifier, val: CachedSplit, dataset: ClassDataset, options: ClassifierFitOptions
+) -> Calibration:
+    """The temperature of the confidences (fitted on the validation images), and the references of the
+    drift checks: the defect confidence of good validation parts, the intensity of the good images."""
+    val_logits = logits_of(model, val).numpy()
+    temperature = fit_temperature(val_logits, val.labels)
+    model.temperature.fill_(temperature)
+    fit = TemperatureFit(
+        temperature=temperature,
+        ece_before=expected_calibration_error(softmax(val_logits), val.labels),
+        ece_after=expected_calibration_error(softmax(val_logits, temperature), val.labels),
+        nll_before=nll(val_logits, val.labels),
+        nll_after=nll(val_logits, val.labels, temperature),
+        n=len(val),
+    )
+    if dataset.normal_class is None:
+        return Calibration(temperature=fit)
+    normal_index = dataset.classes.index(dataset.normal_class)
+    defect = 1.0 - softmax(val_logits, temperature)[:, normal_index]
+    normal_val = defect[val.labels == normal_index]
+    normal_paths = [item.path for item in dataset.items if item.label == normal_index]
+    intensities = file_intensities(normal_paths, options.image_size)
+    return Calibration(
+        normal=ScoreSummary.of(normal_val) if normal_val.size else None,
+        input=ScoreSummary.of(intensities) if intensities.size else None,
+        defect_confidence=ScoreSummary.of(defect),
+        temperature=fit,
+    )
 
 
 def _cached(
@@ -272,7 +165,8 @@ def _cached(
     """The frozen-part outputs of ``items`` (every view a row) and each row's source folder."""
     by_path: dict[str, dict[str, np.ndarray]] = {}
     label = f"features of {what}" if options.progress else ""
-    for batch in engine.run(spec, [item.path for item in items], options.workers, options.batch_size, label):
+    workers = options.feature_workers or 0
+    for batch in engine.run(spec, [item.path for item in items], workers, options.feature_batch_size, label):
         rows, paths, errors = engine.split_errors(batch)
         skipped.extend(errors)
         for i, path in enumerate(paths):
@@ -296,24 +190,10 @@ def _check_coverage(dataset: ClassDataset, train: CachedSplit, val: CachedSplit,
         for split, role in ((train, "training"), (val, "validation")):
             if not (split.labels == index).any():
                 unreadable = [s for s in skipped if any(str(i.path) in s for i in dataset.items if i.label == index)]
-                raise ValueError(
+                raise DataError(
                     f"class {name!r} has no readable {role} image; unreadable files of the class: "
                     f"{unreadable[:10] or 'none'}: replace them, add images or merge the class"
                 )
-
-
-def _nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    """Mean negative log-likelihood of ``labels``: what the temperature minimises."""
-    p = _softmax(logits, temperature)[np.arange(len(labels)), labels]
-    return float(-np.log(np.clip(p, 1e-12, None)).mean())
-
-
-def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
-    return out
 
 
 def classifier_threshold(normal_class: str | None, value: float) -> Threshold:
@@ -328,13 +208,12 @@ def _card(
     options: ClassifierFitOptions,
     dataset: ClassDataset,
     data_fingerprint: str,
-    splits: tuple[tuple[CachedSplit, list[str]], ...],
+    splits: tuple[CachedSplit, CachedSplit, CachedSplit],
     skipped: list[str],
     backbone: BackboneInfo,
     model: ImageClassifier,
-    calibration: dict[str, Any],
 ) -> ModelCard:
-    train, val, test = (s[0] for s in splits)
+    train, val, test = splits
     views = max(1, options.views)
     per_split = {
         name: {
@@ -344,7 +223,7 @@ def _card(
     }
     return ModelCard(
         line=line,
-        kind="image-classifier",
+        kind=LineKind.IMAGE_CLASSIFIER,
         note=options.note,
         backbone=backbone,
         head=HeadInfo(
@@ -355,11 +234,10 @@ def _card(
         classifier=ClassifierInfo(
             classes=dataset.classes,
             normal_class=dataset.normal_class,
-            temperature=calibration["temperature"],
+            temperature=float(model.temperature),
             severity=SeverityRules.from_dict(options.severity).to_dict() if dataset.normal_class else {},
         ),
-        threshold=classifier_threshold(dataset.normal_class, options.threshold).to_dict(),
-        calibration=json_safe(calibration),
+        threshold=classifier_threshold(dataset.normal_class, options.threshold),
         data=DataInfo(
             root=str(dataset.root.resolve()),
             layout="class-folders",
@@ -377,4 +255,4 @@ def _card(
     )
 
 
-__all__ = ["ClassifierFitOptions", "ClassifierFitReport", "classifier_threshold", "fit_classifier_line"]
+__all__ = ["ClassifierFitOptions", "classifier_threshold", "fit_classifier_line"]

@@ -14,70 +14,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from lineguard.errors import ConfigError, DataError
+from lineguard.models.heads import build_head
 from lineguard.models.preprocess import file_intensities
 from lineguard.models.scoring import AnomalyScorer
 from lineguard.models.threshold import Threshold, from_labelled, from_normal_scores
-from lineguard.registry.card import DataInfo, HeadInfo, ModelCard, check_line_name
+from lineguard.registry.card import ModelCard
+from lineguard.registry.kinds import LineKind
+from lineguard.registry.names import check_line_name
+from lineguard.registry.sections import Calibration, DataInfo, Evaluation, HeadInfo, ScoreSummary
 from lineguard.registry.store import ModelStore
-from lineguard.training import features as engine
+from lineguard.registry.tensors import to_bytes
+from lineguard.training import engine
 from lineguard.training.data import ImageDataset, Sample, discover, fingerprint
-from lineguard.training.evaluate import EvalResult, calibration_summary, evaluate_maps, score_samples
+from lineguard.training.evaluate import evaluate_maps, score_samples
+from lineguard.training.options import FitOptions
 from lineguard.training.provenance import Timer, software_versions
+from lineguard.training.report import FitReport
 
 log = logging.getLogger(__name__)
-
-CALIBRATIONS = ("auto", "holdout", "crossfit")
-
-
-@dataclass
-class FitOptions(engine.BackboneSettings):
-    head: str = "patchcore"
-    head_params: dict[str, Any] = field(default_factory=dict)
-    aggregation: str = "local_global"
-    blur_sigma: float = 2.0
-    calibration: str = "auto"
-    holdout_fraction: float = 0.15
-    folds: int = 5
-    crossfit_max_images: int = 200
-    over_detection_rate: float = 0.01
-    threshold_objective: str | None = (
-        None  # None: normal data only; else labelled test data: f1 | miss_rate | over_detection_rate
-    )
-    threshold_target: float | None = None
-    evaluate: bool = True
-    workers: int = 0
-    batch_size: int = 16
-    seed: int = 0
-    promote: bool = True
-    note: str | None = None
-    progress: bool = True
-
-    def validate(self) -> None:
-        if self.calibration not in CALIBRATIONS:
-            raise ValueError(f"calibration {self.calibration!r} is not one of {CALIBRATIONS}")
-        if not 0 < self.holdout_fraction < 1:
-            raise ValueError(f"holdout fraction must be in (0, 1), got {self.holdout_fraction}")
-        if self.folds < 2:
-            raise ValueError(f"cross-fitting needs at least 2 folds, got {self.folds}")
-        if self.image_size < 32 or self.image_size > 2048:
-            raise ValueError(f"image size must be between 32 and 2048 pixels, got {self.image_size}")
-        if self.batch_size < 1 or self.workers < 0:
-            raise ValueError(f"batch size must be >= 1 and workers >= 0, got {self.batch_size} and {self.workers}")
-
-
-@dataclass
-class FitReport:
-    card: ModelCard
-    timings: dict[str, float]
-    skipped: list[str]
-    evaluation: EvalResult | None
 
 
 def fit_image_line(line: str, data: Path | str, options: FitOptions, store: ModelStore) -> FitReport:
@@ -88,17 +49,19 @@ def fit_image_line(line: str, data: Path | str, options: FitOptions, store: Mode
     dataset = discover(data)
     train_paths = [s.path for s in dataset.train]
     if len(train_paths) < 2:
-        raise ValueError(f"{dataset.root} has {len(train_paths)} normal image(s): need at least 2 (fit + calibrate)")
+        raise DataError(f"{dataset.root} has {len(train_paths)} normal image(s): need at least 2 (fit + calibrate)")
+    if options.threshold_objective and not any(s.label == 1 for s in dataset.test):
+        raise ConfigError(
+            f"--threshold-from-test needs labelled test images with defects in {dataset.root}/test/<defect_type>/: "
+            "none found (fit without it: the threshold then comes from normal data alone)"
+        )
     data_fingerprint = fingerprint(train_paths + [s.path for s in dataset.test], dataset.root)
     timer.mark("discover")
 
-    base = engine.worker_spec(
-        "summarize",
-        options,
-        head_kind=options.head,
-        head_params=dict(options.head_params),
-        scorer_params={"aggregation": options.aggregation, "blur_sigma": options.blur_sigma},
-    )
+    base = engine.WorkerSpec(
+        "summarize", options.backbone_settings(), head_kind=options.head, head_params=dict(options.head_params),
+        scorer_params=options.scorer_params(),
+    )  # fmt: skip
     scorer = AnomalyScorer.build(options.head, options.head_params, base.scorer_params)
     scorer.to(_driver_device(options.device))
     mode = options.calibration
@@ -110,49 +73,40 @@ def fit_image_line(line: str, data: Path | str, options: FitOptions, store: Mode
     else:
         maps, direct, n_fit = _fit_crossfit(scorer, base, train_paths, options, skipped, timer)
     if maps.shape[0] == 0:
-        raise ValueError("no calibration image could be read: see the skipped files above")
+        raise DataError("no calibration image could be read: see the skipped files above")
 
     scorer.calibrate_aggregation(maps)
     calibration_scores = scorer.image_scores(maps, direct).cpu().numpy()
     threshold = from_normal_scores(calibration_scores, options.over_detection_rate)
     timer.mark("calibrate")
 
-    evaluation: EvalResult | None = None
-    state = _numpy_state(scorer)
+    evaluation: Evaluation | None = None
     if dataset.test and (options.evaluate or options.threshold_objective):
-        test = score_samples(dataset.test, _replace(base, mode="maps", state=state), options)
+        spec = replace(base, mode="maps", state=_numpy_state(scorer))
+        test = score_samples(dataset.test, spec, options.run_settings())
         skipped += test.skipped
         if options.threshold_objective:
             threshold = _labelled_threshold(scorer, test.maps, test.direct, test.samples, calibration_scores, options)
         scorer.threshold = threshold
         if options.evaluate:
-            evaluation = evaluate_maps(scorer, test, options.image_size)
+            evaluation = evaluate_maps(scorer, test, options.image_size).metrics
             if options.threshold_objective:
-                evaluation.metrics["note"] = "threshold chosen on these test images: the rates are optimistic"
+                note = "threshold chosen on these test images: the rates are optimistic"
+                evaluation = evaluation.model_copy(update={"note": note})
         timer.mark("evaluate")
     scorer.threshold = threshold
     intensities = file_intensities(train_paths, options.image_size)
-
-    card = _card(
-        line,
-        options,
-        dataset,
-        data_fingerprint,
-        n_fit,
-        len(calibration_scores),
-        mode,
-        skipped,
-        threshold,
-        calibration_scores,
-        evaluation,
-        timer,
+    calibration = Calibration(
+        normal=ScoreSummary.of(calibration_scores),
+        input=ScoreSummary.of(intensities) if intensities.size else None,  # the drift checks' input reference
     )
-    if intensities.size:  # the reference of the served input statistic (drift checks)
-        card.calibration["input"] = calibration_summary(intensities)
-    stored = store.write_version(card, scorer.fitted_state(), promote=options.promote)
+    card = _card(line, options, dataset, data_fingerprint, n_fit, len(calibration_scores), mode, skipped)
+    card = card.model_copy(
+        update={"threshold": threshold, "calibration": calibration, "metrics": evaluation, "timings": dict(timer.marks)}
+    )
+    stored = store.write_version(card, to_bytes(scorer.fitted_state()), promote=options.promote)
     timer.mark("store")
-    stored.timings.update({**timer.marks, "total": timer.total()})
-    return FitReport(stored, {**timer.marks, "total": timer.total()}, skipped, evaluation)
+    return FitReport(stored, {**timer.marks, "total": timer.total()}, skipped, evaluation, options.promote)
 
 
 def _fit_holdout(
@@ -171,9 +125,9 @@ def _fit_holdout(
     skipped_before = len(skipped)
     summaries = _rows(
         engine.run(
-            _replace(base, num_images=len(fit)),
+            replace(base, num_images=len(fit)),
             fit,
-            options.workers,
+            options.run_settings().worker_count,
             options.batch_size,
             _label("features + coreset candidates", options),
         ),
@@ -183,10 +137,10 @@ def _fit_holdout(
         scorer.head.fit_summaries(summaries)
     timer.mark("fit_head")
     n_fit = len(fit) - (len(skipped) - skipped_before)
-    spec = _replace(base, mode="maps", state=_numpy_state(scorer))
+    spec = replace(base, mode="maps", state=_numpy_state(scorer))
+    workers = options.run_settings().worker_count
     maps, direct = _collect_maps(
-        engine.run(spec, hold, options.workers, options.batch_size, _label("scoring held-out normals", options)),
-        skipped,
+        engine.run(spec, hold, workers, options.batch_size, _label("scoring held-out normals", options)), skipped
     )
     timer.mark("score_holdout")
     return maps, direct, n_fit
@@ -203,9 +157,9 @@ def _fit_crossfit(
     layers: list[list[torch.Tensor]] = []
     for rows in _rows(
         engine.run(
-            _replace(base, mode="features"),
+            replace(base, mode="features"),
             paths,
-            options.workers,
+            options.run_settings().worker_count,
             options.batch_size,
             _label("features", options),
         ),
@@ -213,11 +167,11 @@ def _fit_crossfit(
     ):
         layers.append([rows[f"layer{i}"] for i in range(len(rows))])
     if not layers:
-        raise ValueError("no training image could be read: see the skipped files above")
+        raise DataError("no training image could be read: see the skipped files above")
     features = [torch.cat([batch[i] for batch in layers]) for i in range(len(layers[0]))]
     n = features[0].shape[0]
     if n < 2:
-        raise ValueError(f"only {n} readable normal image(s): need at least 2")
+        raise DataError(f"only {n} readable normal image(s): need at least 2")
     timer.mark("features")
     k = min(options.folds, n)
     folds = np.array_split(np.random.default_rng(options.seed).permutation(n), k)
@@ -295,12 +249,6 @@ def _numpy_state(scorer: AnomalyScorer) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in scorer.fitted_state().items()}
 
 
-def _replace(spec: engine.WorkerSpec, **changes: Any) -> engine.WorkerSpec:
-    from dataclasses import replace
-
-    return replace(spec, **changes)
-
-
 def _label(text: str, options: FitOptions) -> str:
     return text if options.progress else ""
 
@@ -320,24 +268,18 @@ def _card(
     n_calibration: int,
     calibration_mode: str,
     skipped: list[str],
-    threshold: Threshold,
-    calibration_scores: np.ndarray,
-    evaluation: EvalResult | None,
-    timer: Timer,
 ) -> ModelCard:
     return ModelCard(
         line=line,
-        kind="image-anomaly",
+        kind=LineKind.IMAGE_ANOMALY,
         note=options.note,
         backbone=options.backbone_info(),
         head=HeadInfo(
             kind=options.head,
-            params=_head_params(options),
-            scorer={"aggregation": options.aggregation, "blur_sigma": options.blur_sigma},
+            params=build_head(options.head, **options.head_params).params(),
+            scorer=options.scorer_params(),
         ),
-        threshold=threshold.to_dict(),
-        calibration=calibration_summary(calibration_scores),
-        metrics=evaluation.metrics if evaluation else None,
+        threshold=Threshold(1.0, "unset", 0.0),
         data=DataInfo(
             root=str(dataset.root.resolve()),
             layout=dataset.layout,
@@ -350,15 +292,8 @@ def _card(
             notes=dataset.notes,
             n_test=len(dataset.test),
         ),
-        timings={**timer.marks},
         software=software_versions(),
     )
 
 
-def _head_params(options: FitOptions) -> dict[str, Any]:
-    from lineguard.models.heads import build_head
-
-    return build_head(options.head, **options.head_params).params()
-
-
-__all__ = ["FitOptions", "FitReport", "fit_image_line"]
+__all__ = ["FitOptions", "fit_image_line"]

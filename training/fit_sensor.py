@@ -18,63 +18,30 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from lineguard.errors import DataError
 from lineguard.models.autoencoder import SensorAutoEncoder
 from lineguard.models.sensor_model import SensorModel
-from lineguard.models.threshold import OBJECTIVES, Threshold, from_labelled, from_normal_scores
-from lineguard.registry.card import DataInfo, HeadInfo, ModelCard, SensorInputs, check_line_name
+from lineguard.models.threshold import Threshold, from_labelled, from_normal_scores
+from lineguard.registry.card import ModelCard
+from lineguard.registry.kinds import LineKind
+from lineguard.registry.names import check_line_name
+from lineguard.registry.sections import Calibration, DataInfo, Evaluation, HeadInfo, ScoreSummary, SensorInputs
 from lineguard.registry.store import ModelStore
-from lineguard.training.evaluate import calibration_summary, labelled_metrics
+from lineguard.registry.tensors import to_bytes
+from lineguard.training.options import SensorFitOptions
 from lineguard.training.provenance import Timer, software_versions
+from lineguard.training.report import FitReport
 from lineguard.training.sensor_data import SensorTable, read_table
 from lineguard.training.train_loop import thin_history
-from lineguard.training.train_sensor import TrainOptions, train_autoencoder
+from lineguard.training.train_sensor import train_autoencoder
 
 log = logging.getLogger(__name__)
-
-THRESHOLD_SOURCES = ("auto", "normal", "labelled")
-
-
-@dataclass
-class SensorFitOptions:
-    columns: list[str] | None = None
-    label_column: str | None = None
-    hidden: list[int] | None = None
-    latent: int | None = None
-    holdout_fraction: float = 0.15
-    threshold_source: str = "auto"
-    over_detection_rate: float = 0.01
-    threshold_objective: str = "f1"  # for labelled thresholds: f1 | miss_rate | over_detection_rate
-    threshold_target: float | None = None
-    top_features: int = 3
-    train: TrainOptions = field(default_factory=TrainOptions)
-    seed: int = 0
-    promote: bool = True
-    note: str | None = None
-
-    def validate(self) -> None:
-        if not 0 < self.holdout_fraction < 0.5:
-            raise ValueError(f"holdout fraction must be in (0, 0.5), got {self.holdout_fraction}")
-        if self.threshold_source not in THRESHOLD_SOURCES:
-            raise ValueError(f"threshold source {self.threshold_source!r} is not one of {THRESHOLD_SOURCES}")
-        if self.threshold_objective not in OBJECTIVES:
-            raise ValueError(f"threshold objective {self.threshold_objective!r} is not one of {OBJECTIVES}")
-        if self.top_features < 1:
-            raise ValueError(f"top_features must be >= 1, got {self.top_features}")
-        self.train.validate()
-
-
-@dataclass
-class SensorFitReport:
-    card: ModelCard
-    metrics: dict[str, Any] | None
-    timings: dict[str, float]
 
 
 @dataclass
@@ -93,7 +60,7 @@ def split_rows(labels: np.ndarray | None, n_rows: int, holdout_fraction: float, 
     n_hold = max(1, round(holdout_fraction * len(normal)))
     n_test = n_hold if len(anomalous) else 0
     if len(normal) < 10 or len(normal) - n_hold - n_test < 2:
-        raise ValueError(
+        raise DataError(
             f"{len(normal)} normal rows are too few to train on and hold out {holdout_fraction:.0%}: "
             "a sensor line needs at least 10 normal rows (thousands are better)"
         )
@@ -106,7 +73,7 @@ def split_rows(labels: np.ndarray | None, n_rows: int, holdout_fraction: float, 
     return _Split(train, holdout, calibrate, test)
 
 
-def fit_sensor_line(line: str, data: Path | str, options: SensorFitOptions, store: ModelStore) -> SensorFitReport:
+def fit_sensor_line(line: str, data: Path | str, options: SensorFitOptions, store: ModelStore) -> FitReport:
     """Fit, calibrate, evaluate and store a new version of sensor line ``line``."""
     check_line_name(line)
     options.validate()
@@ -115,7 +82,7 @@ def fit_sensor_line(line: str, data: Path | str, options: SensorFitOptions, stor
     n_anomalous = int(table.labels.sum()) if table.labels is not None else 0
     labelled = options.threshold_source == "labelled" or (options.threshold_source == "auto" and n_anomalous >= 2)
     if labelled and n_anomalous < 2:
-        raise ValueError(
+        raise DataError(
             f"a labelled threshold needs at least 2 anomalous rows (label 1) in {table.path}, found {n_anomalous}"
         )
     split = split_rows(table.labels, len(table.values), options.holdout_fraction, labelled, options.seed)
@@ -126,37 +93,33 @@ def fit_sensor_line(line: str, data: Path | str, options: SensorFitOptions, stor
     with torch.no_grad():
         train_z = model.scaler(torch.from_numpy(table.values[split.train])).numpy()
         holdout_z = model.scaler(torch.from_numpy(table.values[split.holdout])).numpy()
-    trained = train_autoencoder(model, train_z, holdout_z, options.train)
+    trained = train_autoencoder(model, train_z, holdout_z, replace(options.train, seed=options.seed))
     timer.mark("train")
 
     scorer = SensorModel.from_torch(model, Threshold(1.0, "unset", 0.0), table.features, options.top_features)
     holdout = scorer.predict(table.values[split.holdout])
-    holdout_scores = holdout.scores
     if labelled:
-        calibration_scores = scorer.predict(table.values[split.calibrate]).scores
         threshold = from_labelled(
-            calibration_scores,
+            scorer.predict(table.values[split.calibrate]).scores,
             _labels(table, split.calibrate),
             options.threshold_objective,
             options.threshold_target,
             options.over_detection_rate,
         )
     else:
-        threshold = from_normal_scores(holdout_scores, options.over_detection_rate)
+        threshold = from_normal_scores(holdout.scores, options.over_detection_rate)
     scorer.threshold = threshold
     metrics = evaluate_table(scorer, table, split.test) if len(split.test) else None
     timer.mark("calibrate_evaluate")
 
     card = ModelCard(
         line=line,
-        kind="sensor-anomaly",
+        kind=LineKind.SENSOR_ANOMALY,
         note=options.note,
-        inputs=SensorInputs(
-            features=table.features, mean=model.scaler.mean.tolist(), std=model.scaler.std.tolist()
-        ),
+        inputs=SensorInputs(features=table.features, mean=model.scaler.mean.tolist(), std=model.scaler.std.tolist()),
         head=HeadInfo(kind="autoencoder", params=model.params(), scorer={"top_features": scorer.top_k}),
-        threshold=threshold.to_dict(),
-        calibration={**calibration_summary(holdout_scores), "input": calibration_summary(holdout.input_rms)},
+        threshold=threshold,
+        calibration=Calibration(normal=ScoreSummary.of(holdout.scores), input=ScoreSummary.of(holdout.input_rms)),
         metrics=metrics,
         data=DataInfo(
             root=str(table.path.resolve()),
@@ -173,20 +136,21 @@ def fit_sensor_line(line: str, data: Path | str, options: SensorFitOptions, stor
         training=thin_history(trained.history),
         software=software_versions(),
     )
-    stored = store.write_version(card, model.fitted_state(), promote=options.promote)
-    return SensorFitReport(stored, metrics, dict(timer.marks))
+    stored = store.write_version(card, to_bytes(model.fitted_state()), promote=options.promote)
+    timer.mark("store")
+    return FitReport(stored, {**timer.marks, "total": timer.total()}, [], metrics, options.promote)
 
 
-def evaluate_table(model: SensorModel, table: SensorTable, rows: np.ndarray | None = None) -> dict[str, Any]:
+def evaluate_table(model: SensorModel, table: SensorTable, rows: np.ndarray | None = None) -> Evaluation:
     """Metrics of ``model`` on labelled rows of ``table`` (all rows by default), per fault type."""
     if table.labels is None:
-        raise ValueError(f"{table.path} has no label column (label, is_anomaly or anomaly): nothing to evaluate")
+        raise DataError(f"{table.path} has no label column (label, is_anomaly or anomaly): nothing to evaluate")
     index = np.arange(len(table.values)) if rows is None else rows
     scores = model.predict(table.values[index]).scores
     labels = table.labels[index]
     groups = table.groups or ["anomaly" if y else "normal" for y in table.labels]
     types = [groups[i] if table.labels[i] else "normal" for i in index]
-    return labelled_metrics(labels, scores, model.threshold.value, types)
+    return Evaluation.of_labelled(labels, scores, model.threshold.value, types)
 
 
 def _labels(table: SensorTable, rows: np.ndarray) -> np.ndarray:
@@ -203,4 +167,4 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["SensorFitOptions", "SensorFitReport", "evaluate_table", "fit_sensor_line", "split_rows"]
+__all__ = ["SensorFitOptions", "evaluate_table", "fit_sensor_line", "split_rows"]

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from lineguard.errors import ConfigError, DataError
+
 LABEL_COLUMNS = ("label", "is_anomaly", "anomaly")
 
 
@@ -36,31 +38,31 @@ def read_table(
 ) -> SensorTable:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"sensor data file {path} does not exist (expected a CSV with a header, or Parquet)")
+        raise DataError(f"sensor data file {path} does not exist (expected a CSV with a header, or Parquet)")
     table = _load(path)
     if table.num_rows < 2:
-        raise ValueError(f"{path} has {table.num_rows} data row(s): a sensor line needs at least 2 normal rows")
+        raise DataError(f"{path} has {table.num_rows} data row(s): a sensor line needs at least 2 normal rows")
     names = list(table.column_names)
     label = label_column or next((c for c in LABEL_COLUMNS if c in names), None)
     if label_column and label_column not in names:
-        raise ValueError(f"label column {label_column!r} is not in {path}: columns are {names}")
+        raise ConfigError(f"label column {label_column!r} is not in {path}: columns are {names}")
     group = group_column if group_column in names else ("fault" if "fault" in names else None)
     if columns:
         missing = [c for c in columns if c not in names]
         if missing:
-            raise ValueError(f"column(s) {missing} are not in {path}: columns are {names}")
+            raise ConfigError(f"column(s) {missing} are not in {path}: columns are {names}")
         features = list(columns)
     else:
         features = [c for c in names if c not in (label, group) and _looks_numeric(table.column(c))]
         if len(features) < 2:
-            raise ValueError(f"{path} has {len(features)} numeric feature column(s) ({features}): need at least 2")
+            raise DataError(f"{path} has {len(features)} numeric feature column(s) ({features}): need at least 2")
     values = np.stack([_numeric(table.column(c), c, path) for c in features], axis=1).astype(np.float32)
     labels = None
     if label is not None:
         raw = _numeric(table.column(label), label, path)
         if not np.isin(raw, (0, 1)).all():
             row = int(np.nonzero(~np.isin(raw, (0, 1)))[0][0]) + 1
-            raise ValueError(
+            raise DataError(
                 f"label column {label!r} must hold 0 (normal) or 1 (anomalous): row {row} has {raw[row - 1]}"
             )
         labels = raw.astype(np.int64)
@@ -78,7 +80,7 @@ def _load(path: Path) -> pa.Table:
     try:
         return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
     except pa.ArrowInvalid as err:
-        raise ValueError(f"{path} is not a readable CSV with a header row: {err}") from err
+        raise DataError(f"{path} is not a readable CSV with a header row: {err}") from err
 
 
 def _looks_numeric(column: pa.ChunkedArray) -> bool:
@@ -108,26 +110,26 @@ def _numeric(column: pa.ChunkedArray, name: str, path: Path) -> np.ndarray:
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
         if column.null_count:
             row = int(np.nonzero(column.is_null().to_numpy(zero_copy_only=False))[0][0]) + 1
-            raise ValueError(f"{path}: column {name!r} is empty at row {row}")
+            raise DataError(f"{path}: column {name!r} is empty at row {row}")
         values: np.ndarray = column.to_numpy().astype(np.float64)
         bad = np.nonzero(~np.isfinite(values))[0]
         if bad.size:
             row = int(bad[0]) + 1
             value = float(values[row - 1])
-            raise ValueError(f"{path}: column {name!r} row {row} is {value!r}: values must be finite numbers")
+            raise DataError(f"{path}: column {name!r} row {row} is {value!r}: values must be finite numbers")
         return values
     cells = column.to_pylist()
     out = np.empty(len(cells), dtype=np.float64)
     for row, cell in enumerate(cells, start=1):
         if cell is None or cell == "":
-            raise ValueError(f"{path}: column {name!r} is empty at row {row}")
+            raise DataError(f"{path}: column {name!r} is empty at row {row}")
         if isinstance(cell, bool):
-            raise ValueError(f"{path}: column {name!r} row {row} holds {cell!r}, not a number")
+            raise DataError(f"{path}: column {name!r} row {row} holds {cell!r}, not a number")
         try:
             value = float(cell)
         except (TypeError, ValueError):
-            raise ValueError(f"{path}: column {name!r} row {row} holds {cell!r}, not a number") from None
+            raise DataError(f"{path}: column {name!r} row {row} holds {cell!r}, not a number") from None
         if not math.isfinite(value):
-            raise ValueError(f"{path}: column {name!r} row {row} is {cell!r}: values must be finite numbers")
+            raise DataError(f"{path}: column {name!r} row {row} is {cell!r}: values must be finite numbers")
         out[row - 1] = value
     return out

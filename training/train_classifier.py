@@ -1,7 +1,7 @@
 """Training an image classifier's head (and, if asked, the last backbone stage) on cached features.
 
 The shared backbone is frozen, so its output for every view of every training image is computed once
-(:mod:`training.features`, mode ``"classifier"``) and the epochs run on those cached tensors: seconds
+(:mod:`lineguard.training.engine`, mode ``"classifier"``) and the epochs run on those cached tensors: seconds
 per epoch on a CPU instead of a backbone pass per image per epoch. What trains is exactly what serves:
 the line's tail stage (when fine-tuned) and its head, on the shared backbone's features.
 
@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lineguard.models.classifier import ImageClassifier
+from lineguard.training.options import TrainOptions
+from lineguard.training.runtime import ensure_ray
 from lineguard.training.train_loop import (
-    TrainOptions,
     TrainResult,
     WorkerReports,
     fit_with_ray_train,
@@ -39,19 +40,6 @@ from lineguard.training.train_loop import (
     worker_setup,
     world_average,
 )
-
-
-def classifier_train_options(**changes: Any) -> TrainOptions:
-    """Defaults that suit a head on a few hundred to a few thousand images."""
-    defaults: dict[str, Any] = {
-        "epochs": 200,
-        "patience": 20,
-        "batch_size": 64,
-        "lr": 1e-3,
-        "weight_decay": 1e-3,
-        "report_every": 10,
-    }
-    return TrainOptions(**{**defaults, **changes})
 
 
 @dataclass
@@ -145,11 +133,12 @@ def train_classifier(
     """Train ``model`` (standardiser already fitted) and load its best weights; returns them and the history."""
     options.validate()
     started = time.perf_counter()
-    if options.workers == 0:
+    if options.worker_count == 0:
         result = _train_here(model, train, val, options, tail_lr_ratio)
     else:
         import ray
 
+        ensure_ray()
         config = {
             "params": model.params(),
             "state": {k: v.numpy() for k, v in model.fitted_state().items()},
@@ -160,7 +149,7 @@ def train_classifier(
         model.load_fitted_state(result.state)
         model.eval()
     result.history["seconds"] = round(time.perf_counter() - started, 2)
-    result.history["workers"] = options.workers
+    result.history["workers"] = options.worker_count
     return result
 
 

@@ -24,25 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
-
-@dataclass
-class TrainOptions:
-    epochs: int = 300
-    patience: int = 15
-    batch_size: int = 128
-    lr: float = 5e-3
-    weight_decay: float = 1e-5
-    seed: int = 0
-    workers: int = 1
-    use_gpu: bool | None = None  # None: when the Ray cluster has GPUs
-    storage_path: str | None = None  # Ray Train checkpoints; a temporary folder by default
-    report_every: int = 25  # epochs between Ray Train reports (each costs a round trip to the controller)
-
-    def validate(self) -> None:
-        if min(self.epochs, self.patience, self.batch_size, self.report_every) < 1 or self.workers < 0 or self.lr <= 0:
-            raise ValueError(
-                f"epochs, patience, batch size and report_every must be >= 1, workers >= 0, lr > 0; got {self}"
-            )
+from lineguard.errors import DataError
+from lineguard.registry.sections import TrainingHistory
+from lineguard.training.options import TrainOptions
+from lineguard.training.runtime import ensure_ray
 
 
 @dataclass
@@ -104,15 +89,15 @@ def run_epochs(
     }
 
 
-def thin_history(history: dict[str, Any], points: int = 100) -> dict[str, Any]:
-    """The training history with its loss curves cut to about ``points`` epochs (the card stays small)."""
-    out = dict(history)
+def thin_history(history: dict[str, Any], points: int = 100) -> TrainingHistory:
+    """The card's training history: the loss curves cut to about ``points`` epochs (the card stays small)."""
+    out = {k: v for k, v in history.items() if k in TrainingHistory.model_fields}
     for key in ("train_loss", "val_loss"):
         curve = list(history.get(key, []))
         step = max(1, len(curve) // points)
         out[key] = [round(float(v), 6) for v in curve[::step]]
         out[f"{key}_every"] = step
-    return out
+    return TrainingHistory(**out)
 
 
 def keep_best(initial: dict[str, torch.Tensor]) -> tuple[Report, Callable[[], dict[str, torch.Tensor]]]:
@@ -143,16 +128,16 @@ def fit_with_ray_train(
     from ray.train.torch import TorchTrainer
     from safetensors.torch import load_file
 
+    workers = options.worker_count
+    ensure_ray()
     free = ray.available_resources()
-    use_gpu = options.use_gpu if options.use_gpu is not None else float(free.get("GPU", 0)) >= options.workers
-    cpus = max(0.25, min(1.0, float(free.get("CPU", 1)) / options.workers))
+    use_gpu = options.use_gpu if options.use_gpu is not None else float(free.get("GPU", 0)) >= workers
+    cpus = max(0.25, min(1.0, float(free.get("CPU", 1)) / workers))
     with tempfile.TemporaryDirectory(prefix="lineguard-train-") as tmp:
         trainer = TorchTrainer(
             worker_loop,
             train_loop_config={**config, "options": options},
-            scaling_config=ScalingConfig(
-                num_workers=options.workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus}
-            ),
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus}),
             run_config=RunConfig(
                 storage_path=options.storage_path or tmp, name=name, checkpoint_config=CheckpointConfig(num_to_keep=1)
             ),
@@ -160,7 +145,7 @@ def fit_with_ray_train(
         )
         result = trainer.fit()
         if result.checkpoint is None:
-            raise RuntimeError("Ray Train finished without a checkpoint: no epoch improved the held-out loss")
+            raise DataError("Ray Train finished without a checkpoint: no epoch improved the held-out loss")
         with result.checkpoint.as_directory() as folder:
             state = load_file(str(Path(folder) / "model.safetensors"))
             history = json.loads((Path(folder) / "history.json").read_text())

@@ -1,6 +1,6 @@
 """Training a sensor AutoEncoder: in this process, or data-parallel with Ray Train.
 
-The epoch loop, early stopping and the Ray Train harness are shared (:mod:`training.train_loop`):
+The epoch loop, early stopping and the Ray Train harness are shared (:mod:`lineguard.training.train_loop`):
 
 - ``workers == 0``: plain PyTorch here (fast for small lines; no Ray start-up).
 - ``workers >= 1``: Ray Train's ``TorchTrainer`` with that many workers (GPUs when the cluster has
@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from lineguard.models.autoencoder import SensorAutoEncoder
+from lineguard.training.options import TrainOptions
+from lineguard.training.runtime import ensure_ray
 from lineguard.training.train_loop import (
-    TrainOptions,
     TrainResult,
     WorkerReports,
     fit_with_ray_train,
@@ -33,7 +34,7 @@ from lineguard.training.train_loop import (
     world_average,
 )
 
-__all__ = ["TrainOptions", "TrainResult", "train_autoencoder"]
+__all__ = ["TrainResult", "train_autoencoder"]
 
 
 class _LossModule(nn.Module):
@@ -57,7 +58,7 @@ def train_autoencoder(
     """Fit ``model`` (its scaler already fitted) on standardised rows; returns the best weights."""
     options.validate()
     started = time.perf_counter()
-    if options.workers == 0:
+    if options.worker_count == 0:
         result = _train_here(model, train_z, val_z, options)
     else:
         config = {
@@ -67,11 +68,12 @@ def train_autoencoder(
         }
         import ray
 
+        ensure_ray()
         datasets = {"train": ray.data.from_numpy(train_z.astype(np.float32))}
         result = fit_with_ray_train(_worker_loop, config, options, "sensor-autoencoder", datasets)
         model.load_state_dict(result.state)
     result.history["seconds"] = round(time.perf_counter() - started, 2)
-    result.history["workers"] = options.workers
+    result.history["workers"] = options.worker_count
     return result
 
 
