@@ -2,7 +2,9 @@
 Ingress -> SensorScorer for sensor readings, and Ingress -> Recorder for the prediction history.
 
 ``serve run serve_config.yaml`` imports :func:`build_app` with the config's ``args`` (validated into
-:class:`AppArgs`); replica counts, autoscaling, resources and ``user_config`` come from the same file.
+:class:`AppArgs`); replica counts, concurrency limits, autoscaling, resources and ``user_config`` come from
+the same file, and only from it: the deployments' decorators carry none, and :func:`bind_graph` (tests,
+benchmarks, the demo) applies the file's unless told otherwise.
 No ``from __future__ import annotations`` here: Serve reads the builder's ``AppArgs`` annotation to
 validate the args, and a postponed (string) annotation hides it.
 """
@@ -11,6 +13,7 @@ from typing import Any, cast
 
 from ray.serve import Application, Deployment
 
+from lineguard.deployments import config_file
 from lineguard.deployments.backbone import Backbone
 from lineguard.deployments.config import AppArgs
 from lineguard.deployments.ingress import Ingress
@@ -25,32 +28,35 @@ def backbone_deployment_name(index: int) -> str:
     return "Backbone" if index == 0 else f"Backbone{index + 1}"
 
 
-def _deployment(cls: object) -> Deployment:
+def as_deployment(cls: object) -> Deployment:
     """``@serve.deployment`` classes are Deployments at run time; Ray's hints keep the class type."""
     return cast(Deployment, cls)
 
 
 def bind_graph(args: AppArgs, options: dict[str, dict[str, Any]] | None = None) -> Application:
-    """The bound graph; ``options`` maps deployment names to ``.options()`` (used by tests and the demo)."""
-    options = options or {}
-    preprocessor = _deployment(Preprocessor).options(**options.get("Preprocessor", {})).bind()
+    """The bound graph; ``options`` maps deployment names to ``.options()``, by default those of the
+    repository's ``serve_config.yaml`` (:func:`lineguard.deployments.config_file.deployment_options`)."""
+    if options is None:
+        options = config_file.deployment_options(config_file.application(config_file.read()))
+    preprocessor = as_deployment(Preprocessor).options(**options.get("Preprocessor", {})).bind()
     backbones = [
-        _deployment(Backbone)
+        as_deployment(Backbone)
         .options(name=backbone_deployment_name(i), **options.get(backbone_deployment_name(i), {}))
         .bind(backbone.model_dump())
         for i, backbone in enumerate(args.backbones)
     ]
-    scorer = _deployment(Scorer).options(**options.get("Scorer", {})).bind(args.store)
-    sensor_scorer = _deployment(SensorScorer).options(**options.get("SensorScorer", {})).bind(args.store)
+    scorer = as_deployment(Scorer).options(**options.get("Scorer", {})).bind(args.store)
+    sensor_scorer = as_deployment(SensorScorer).options(**options.get("SensorScorer", {})).bind(args.store)
     recorder = (
-        _deployment(Recorder).options(**options.get("Recorder", {})).bind(args.history.model_dump(), args.store)
+        as_deployment(Recorder).options(**options.get("Recorder", {})).bind(args.history.model_dump(), args.store)
         if args.history.enabled
         else None
     )
-    ingress = _deployment(Ingress).options(**options.get("Ingress", {}))
+    ingress = as_deployment(Ingress).options(**options.get("Ingress", {}))
     return ingress.bind(preprocessor, backbones, scorer, sensor_scorer, recorder, args.model_dump())
 
 
 def build_app(args: AppArgs) -> Application:
-    """Typed application builder for ``serve run`` / ``serve deploy`` and KubeRay."""
-    return bind_graph(args if isinstance(args, AppArgs) else AppArgs(**args))
+    """Typed application builder for ``serve run`` / ``serve deploy`` and KubeRay (which apply the config
+    file's deployment options themselves)."""
+    return bind_graph(args if isinstance(args, AppArgs) else AppArgs(**args), options={})

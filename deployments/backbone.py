@@ -12,7 +12,7 @@ module just to build the application, and that import took 3 s of the cold start
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import ray
@@ -22,8 +22,7 @@ from lineguard.deployments.config import BackboneArgs, BackboneTuning, tune_batc
 from lineguard.deployments.messages import FeatureBatch, ImageBatch
 from lineguard.models.preprocess import image_intensity
 
-if TYPE_CHECKING:
-    pass
+DEFAULTS = BackboneTuning()  # the decorator's batching and the constructor's, until a user_config arrives
 
 
 def replica_device() -> str:
@@ -33,7 +32,7 @@ def replica_device() -> str:
     return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 1})
+@serve.deployment
 class Backbone:
     def __init__(self, backbone: dict[str, Any]) -> None:
         import torch
@@ -45,7 +44,7 @@ class Backbone:
         device = self.extractor.device
         self._mean = torch.tensor(self.extractor.mean, device=device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(self.extractor.std, device=device).view(1, 3, 1, 1) * 255.0
-        self.max_batch_size = BackboneTuning().max_batch_size
+        self.reconfigure({})
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         tuning = BackboneTuning(**user_config)
@@ -64,7 +63,9 @@ class Backbone:
         return [m.half().cpu().numpy() for m in self.extractor.extract(x)]
 
     @serve.batch(
-        max_batch_size=16, batch_wait_timeout_s=0.002, batch_size_fn=lambda items: sum(len(b.images) for b in items)
+        max_batch_size=DEFAULTS.max_batch_size,
+        batch_wait_timeout_s=DEFAULTS.batch_wait_timeout_s,
+        batch_size_fn=lambda items: sum(len(b.images) for b in items),
     )
     async def extract_batch(self, batches: list[ImageBatch]) -> list[FeatureBatch]:
         started = time.perf_counter()

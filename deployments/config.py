@@ -3,10 +3,14 @@
 Three homes, as in the rest of the project:
 
 - :class:`AppArgs`: what the application is (store, backbones, limits); the ``args`` of the
-  application in ``serve_config.yaml``, given to :func:`deployments.app.build_app`.
+  application in ``serve_config.yaml``, given to :func:`lineguard.deployments.app.build_app`.
 - ``*Tuning`` models: values that can change while serving (batch size, wait time, cache size,
   threads); each deployment's ``user_config``, applied in ``reconfigure()``. Unknown keys are refused.
-- Replica counts, autoscaling and resources: only in ``serve_config.yaml``.
+  Their defaults are the only ones: the ``@serve.batch`` decorators and the replicas' constructors take
+  them from here, so a deployment behaves the same with and without a ``user_config``.
+- Replica counts, concurrency limits, autoscaling and resources: only in ``serve_config.yaml`` (the
+  ``@serve.deployment`` decorators carry none; :func:`lineguard.deployments.app.bind_graph` applies the
+  file's, as ``serve run`` does).
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lineguard.errors import ConfigError
 from lineguard.models.preprocess import DEFAULT_MAX_PIXELS
 from lineguard.models.spec import DEFAULT_BACKBONE, DEFAULT_LAYERS, BackboneSpec
-from lineguard.registry.card import check_line_name
+from lineguard.registry.names import check_line_name
+from lineguard.registry.store import DEFAULT_STORE
 
 MiB = 1024 * 1024
 
@@ -105,12 +111,12 @@ def resolve_history_url(url: str) -> str:
     name = url.removeprefix("env:")
     value = os.environ.get(name)
     if not value:
-        raise ValueError(f"history.url is {url!r} but the environment variable {name} is not set on this node")
+        raise ConfigError(f"history.url is {url!r} but the environment variable {name} is not set on this node")
     return value
 
 
 class AppArgs(_Strict):
-    store: str = Field("./lineguard-store", description="model store root: local folder or object-store URI")
+    store: str = Field(DEFAULT_STORE, description="model store root: local folder or object-store URI")
     backbones: list[BackboneArgs] = Field(default_factory=lambda: [BackboneArgs()], min_length=1)
     default_line: str | None = Field(None, description="line served by the plain POST /predict")
     default_sensor_line: str | None = Field(None, description="sensor line served by the plain POST /anomaly")
@@ -154,8 +160,8 @@ class AppArgs(_Strict):
 class IngressTuning(_Strict):
     """Micro-batching of concurrent requests before they go down the graph (one hop per batch)."""
 
-    batch_max_size: int = Field(16, ge=1, le=256)
-    batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)
+    batch_max_size: int = Field(16, ge=1, le=256, description="image requests gathered into one trip down the graph")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, le=1, description="0: no wait; batches form under load")
 
 
 class BackboneTuning(_Strict):
@@ -178,7 +184,9 @@ class SensorScorerTuning(_Strict):
     batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)
 
 
-SENSOR_CHUNK_ROWS = 1024
+SENSOR_CHUNK_ROWS = 1024  # readings per SensorScorer call from the ingress (every SensorScorer batch holds one)
+SMALL_SENSOR_REQUEST = 32  # readings; requests up to this size are micro-batched in the ingress under load
+CONCURRENT_BATCHES = 4  # micro-batches of one ingress replica in flight at once
 
 
 class PreprocessorTuning(_Strict):
@@ -186,6 +194,6 @@ class PreprocessorTuning(_Strict):
 
 
 def tune_batching(batched_method: Any, max_batch_size: int, wait_timeout_s: float) -> None:
-    """Apply new limits to a ``@serve.batch`` method (its setters are not in Ray's type hints)."""
+    """Apply new limits to a ``@serve.batch`` callable (its setters are not in Ray's type hints)."""
     batched_method.set_max_batch_size(max_batch_size)
     batched_method.set_batch_wait_timeout_s(wait_timeout_s)

@@ -1,4 +1,5 @@
-"""API keys: ``lineguard keys create|list|revoke`` writes them, every ingress replica reads them.
+"""API keys: ``lineguard keys create|list|revoke`` writes them, every ingress replica reads them
+(:mod:`lineguard.deployments.api.security` checks them on every request).
 
 They live beside the models, in ``<store>/_keys/keys.json`` (``_keys`` is never a line name): every
 replica on every node already reads the store, so a key created or revoked anywhere reaches them all
@@ -18,19 +19,26 @@ within ``security.keys_refresh_s`` without a restart.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from lineguard.registry.card import check_line_name, utc_now
-from lineguard.registry.store import ModelStore, StoreError
+from lineguard.errors import ConfigError, NotFoundError, StoreError, UnavailableError
+from lineguard.registry.card import utc_now
+from lineguard.registry.names import check_line_name
+from lineguard.registry.store import ModelStore
+
+log = logging.getLogger("ray.serve")
 
 Scope = Literal["predict", "admin"]
 SCOPES: tuple[Scope, ...] = ("predict", "admin")
@@ -121,7 +129,7 @@ class KeyRing:
     def create(self, name: str, scope: Scope = "predict", lines: list[str] | None = None) -> tuple[str, ApiKey]:
         """A new key: returns the key (shown once, never stored) and its record."""
         if scope not in SCOPES:
-            raise ValueError(f"unknown scope {scope!r}: use one of {', '.join(SCOPES)}")
+            raise ConfigError(f"unknown scope {scope!r}: use one of {', '.join(SCOPES)}")
         checked = None if not lines else sorted({check_line_name(line) for line in lines})
         records = self.records()
         taken = {r.id for r in records}
@@ -148,7 +156,35 @@ class KeyRing:
                     records[i] = record.model_copy(update={"revoked_at": utc_now()})
                     self._save(records)
                 return records[i]
-        raise ValueError(f"no key with id {key_id!r}: `lineguard keys list` shows the ids")
+        raise NotFoundError(f"no key with id {key_id!r}: `lineguard keys list` shows the ids")
 
     def _save(self, records: list[ApiKey]) -> None:
         self.store.write_aux(KEYS_FILE, json.dumps([r.model_dump(mode="json") for r in records], indent=2).encode())
+
+
+class KeyCache:
+    """The active keys, re-read from the store at most every ``refresh_s`` (one read at a time)."""
+
+    def __init__(self, ring: KeyRing, refresh_s: float) -> None:
+        self.ring = ring
+        self.refresh_s = refresh_s
+        self._table: KeyTable | None = None
+        self._expires = 0.0
+        self._lock = asyncio.Lock()
+
+    async def table(self) -> KeyTable:
+        if self._table is not None and time.monotonic() < self._expires:
+            return self._table
+        async with self._lock:
+            if self._table is not None and time.monotonic() < self._expires:
+                return self._table
+            try:
+                self._table = await asyncio.to_thread(self.ring.table)
+            except Exception as err:
+                log.error("cannot read the API keys from %s: %s", self.ring.store.uri, err)
+                if self._table is None:
+                    raise UnavailableError(
+                        "the API keys cannot be read from the model store: retry shortly", retry_after_s=2
+                    ) from err
+            self._expires = time.monotonic() + self.refresh_s
+            return self._table

@@ -14,18 +14,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from lineguard.deployments.errors import APIError, unknown_line
-from lineguard.deployments.security import allowed, check_line
-from lineguard.registry.card import ModelCard, check_line_name
-from lineguard.registry.store import LineNotFoundError, ModelStore, StoreError
+from lineguard.errors import CorruptModelError, NotFoundError, StoreError
+from lineguard.registry.card import ModelCard
+from lineguard.registry.kinds import LineKind
+from lineguard.registry.names import check_line_name, model_id
+from lineguard.registry.store import ModelStore
 
 log = logging.getLogger("ray.serve")
 
 
 @dataclass(frozen=True)
 class LineEntry:
+    """A line's version in service."""
+
     card: ModelCard
 
     @property
@@ -37,13 +41,16 @@ class LineEntry:
         return self.card.version
 
     @property
+    def kind(self) -> LineKind:
+        return self.card.kind
+
+    @property
     def model_id(self) -> str:
-        return f"{self.card.line}@{self.card.version}"
+        return model_id(self.card.line, self.card.version)
 
     @property
     def backbone_key(self) -> str | None:
-        b = self.card.backbone
-        return None if b is None else f"{b.name}|{','.join(b.layers)}|{b.image_size}"
+        return None if self.card.backbone is None else self.card.backbone.spec().key()
 
 
 class LineDirectory:
@@ -54,15 +61,9 @@ class LineDirectory:
         self.refused: dict[str, tuple[str, str]] = {}  # line -> (version, why) of a corrupt CURRENT
 
     async def get(self, line: str) -> LineEntry:
-        """The line's version in service; 422 for a malformed name, 404 for an unknown line."""
-        try:
-            check_line_name(line)
-        except ValueError as err:
-            raise APIError(422, str(err)) from err
-        check_line(line)
-        return await self._entry(line)
-
-    async def _entry(self, line: str) -> LineEntry:
+        """The line's version in service: a ConfigError for a malformed name, NotFoundError for an unknown
+        line, CorruptModelError when no version of it loads."""
+        check_line_name(line)
         now = time.monotonic()
         cached = self._cache.get(line)
         if cached and cached[0] > now:
@@ -74,15 +75,15 @@ class LineDirectory:
     def _refresh(self, line: str, previous: LineEntry | None) -> LineEntry:
         try:
             version = self.store.current_version(line)
-        except LineNotFoundError as err:
-            raise unknown_line(line) from err
-        except (StoreError, ValueError) as err:  # an unreadable pointer
+        except NotFoundError as err:
+            raise NotFoundError(f"unknown line {line!r}: GET /v1/lines lists the lines this service knows") from err
+        except StoreError as err:  # an unreadable pointer
             return self._keep(line, "CURRENT", f"{err}", previous)
         if previous is not None and (previous.version == version or self.refused.get(line, ("",))[0] == version):
             return previous
         try:
             entry = self._checked(line, version)
-        except (StoreError, ValueError) as err:
+        except StoreError as err:
             return self._keep(line, version, str(err), previous)
         self.refused.pop(line, None)
         return entry
@@ -102,7 +103,7 @@ class LineDirectory:
                     try:
                         fallback = self._checked(line, older)
                         break
-                    except (StoreError, ValueError):
+                    except StoreError:
                         continue
         serving = fallback.version if fallback else "no version"
         if self.refused.get(line) != (version, why):
@@ -113,19 +114,19 @@ class LineDirectory:
                 line, version, why, serving, line,
             )  # fmt: skip
         if fallback is None:
-            raise APIError(503, f"line {line!r} has no version that loads: {version} is refused ({why})")
+            raise CorruptModelError(f"line {line!r} has no version that loads: {version} is refused ({why})")
         return fallback
 
     def invalidate(self, line: str) -> None:
         self._cache.pop(line, None)
 
-    async def all(self, visible_only: bool = True) -> list[LineEntry]:
-        """Every line in service; only those the request's API key may use, unless ``visible_only`` is off."""
+    async def all(self, visible: Callable[[str], bool] = lambda _: True) -> list[LineEntry]:
+        """Every line in service that ``visible`` lets through (the caller's key may be limited to some)."""
         names = await asyncio.to_thread(self.store.lines)
         entries = []
-        for name in filter(allowed, names) if visible_only else names:
+        for name in filter(visible, names):
             try:
-                entries.append(await self._entry(name))
-            except APIError:  # removed between listing and reading
+                entries.append(await self.get(name))
+            except StoreError:  # removed between listing and reading, or no version of it loads
                 continue
         return entries

@@ -1,5 +1,6 @@
-"""What travels between deployments: compact arrays plus per-item errors, so one bad image in a
-batch gets its own error and never fails the others."""
+"""What travels between deployments: compact arrays plus per-item errors, so one bad image in a batch gets
+its own error and never fails the others. The answers themselves are the math's decisions
+(:mod:`lineguard.models.decisions`, :mod:`lineguard.models.sensor_model`), carried as they are."""
 
 from __future__ import annotations
 
@@ -7,15 +8,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lineguard.errors import LineGuardError, UnavailableError, outcome
+from lineguard.models.decisions import AnomalyDecision, ClassDecision
 from lineguard.models.sensor_model import SensorScores
 
 
 @dataclass(frozen=True)
 class ItemError:
-    """An HTTP status and a detail that names the problem."""
+    """One item's failure: an HTTP status and a detail that names the problem."""
 
     status: int
     detail: str
+    retry_after_s: int | None = None  # set for failures that a retry can cure (503)
+
+    @classmethod
+    def of(cls, err: LineGuardError) -> ItemError:
+        """The status the error table gives ``err``."""
+        retry = err.retry_after_s if isinstance(err, UnavailableError) else None
+        return cls(outcome(err).http, str(err), retry)
 
 
 @dataclass
@@ -40,11 +50,9 @@ class FeatureBatch:
 
 @dataclass
 class ScoreResult:
-    score: float
-    threshold: float
-    normalized: float
-    is_anomaly: bool
-    anomaly_map: np.ndarray | None = None
+    """An image-anomaly line's answer for one image, with what drawing its heatmap needs."""
+
+    decision: AnomalyDecision
     display_range: tuple[float, float] = (0.0, 1.0)
     timings: dict[str, float] = field(default_factory=dict)
     input_stat: float | None = None
@@ -52,16 +60,14 @@ class ScoreResult:
 
 @dataclass
 class ClassResult:
-    """A classifier line's answer for one image (see :func:`models.classifier.decide`)."""
+    """A classifier line's answer for one image (:func:`lineguard.models.decisions.decide`)."""
 
-    label: str
-    confidence: float
-    probabilities: dict[str, float]
-    defect_confidence: float | None
-    severity: str | None
-    is_defect: bool | None
+    decision: ClassDecision
     timings: dict[str, float] = field(default_factory=dict)
     input_stat: float | None = None
+
+
+Scored = ScoreResult | ClassResult | ItemError
 
 
 @dataclass

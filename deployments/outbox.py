@@ -19,9 +19,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from lineguard.history.rows import PredictionRow, RowBatch
+
 log = logging.getLogger("ray.serve")
 
-Send = Callable[[list[dict[str, Any]]], Awaitable[Any]]
+Send = Callable[[RowBatch], Awaitable[Any]]
 
 
 class Outbox:
@@ -40,7 +42,7 @@ class Outbox:
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self._on_drop = on_drop
-        self._rows: deque[dict[str, Any]] = deque()
+        self._rows: deque[PredictionRow] = deque()
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -52,7 +54,7 @@ class Outbox:
         self._last_drop_log = 0.0
         self._backoff = 0.0
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
+    def add(self, rows: list[PredictionRow]) -> None:
         """Queue rows for the Recorder; what does not fit in ``max_rows`` is counted as dropped."""
         room = self.max_rows - len(self._rows)
         if len(rows) > room:
@@ -90,7 +92,7 @@ class Outbox:
             while self._rows:
                 batch = [self._rows[i] for i in range(min(self.batch_rows, len(self._rows)))]
                 try:
-                    await asyncio.wait_for(self._send(batch), self.timeout_s)
+                    await asyncio.wait_for(self._send(RowBatch.of(batch)), self.timeout_s)
                 except Exception as err:  # the Recorder or the database is away: keep the rows, back off
                     self.failures += 1
                     self.last_error = f"{type(err).__name__}: {str(err)[:300]}"

@@ -2,7 +2,7 @@
 
 Decoding is the only step that sees untrusted bytes; a bad item becomes an error row (422 for what is
 not an image, 413 for too many pixels) and never fails the rest of the batch. Normalisation is left
-to the backbone, so what travels is ``uint8`` (half the bytes of float16).
+to the backbone, so what travels is ``uint8`` (half the bytes of float16). No torch here.
 """
 
 from __future__ import annotations
@@ -15,45 +15,48 @@ from ray import serve
 
 from lineguard.deployments.config import PreprocessorTuning
 from lineguard.deployments.messages import ImageBatch, ItemError
-from lineguard.models.preprocess import BadImageError, ImageTooLargeError, open_image, resize
+from lineguard.errors import DataError
+from lineguard.models.preprocess import open_image, resize
 
 
 def decode(data: bytes, size: int, max_pixels: int) -> np.ndarray | ItemError:
     """``(3, size, size)`` uint8, or the error that names why the bytes are unusable."""
     try:
         image = resize(open_image(data, max_pixels), size)
-    except ImageTooLargeError as err:
-        return ItemError(413, str(err))
-    except BadImageError as err:
-        return ItemError(422, str(err))
+    except DataError as err:
+        return ItemError.of(err)
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+def batch_of(decoded: list[np.ndarray | ItemError], image_size: int) -> ImageBatch:
+    """The decoded items as one array, with each item's row (-1 for a failed one) and error."""
+    images = [d for d in decoded if isinstance(d, np.ndarray)]
+    rows: list[int] = []
+    errors: list[ItemError | None] = []
+    good = 0
+    for item in decoded:
+        if isinstance(item, ItemError):
+            rows.append(-1)
+            errors.append(item)
+        else:
+            rows.append(good)
+            errors.append(None)
+            good += 1
+    stacked = np.stack(images) if images else np.zeros((0, 3, image_size, image_size), dtype=np.uint8)
+    return ImageBatch(stacked, rows, errors)
+
+
+@serve.deployment
 class Preprocessor:
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1)
+        self.reconfigure({})
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         tuning = PreprocessorTuning(**user_config)
         self._pool = ThreadPoolExecutor(max_workers=tuning.threads)
 
     async def __call__(self, payloads: list[bytes], image_size: int, max_pixels: int) -> ImageBatch:
-        decoded = list(self._pool.map(lambda d: decode(d, image_size, max_pixels), payloads))
-        images = [d for d in decoded if isinstance(d, np.ndarray)]
-        rows: list[int] = []
-        errors: list[ItemError | None] = []
-        next_row = 0
-        for item in decoded:
-            if isinstance(item, ItemError):
-                rows.append(-1)
-                errors.append(item)
-            else:
-                rows.append(next_row)
-                errors.append(None)
-                next_row += 1
-        stacked = np.stack(images) if images else np.zeros((0, 3, image_size, image_size), dtype=np.uint8)
-        return ImageBatch(stacked, rows, errors)
+        return batch_of(list(self._pool.map(lambda d: decode(d, image_size, max_pixels), payloads)), image_size)
 
     def ping(self) -> str:
         return "ok"

@@ -1,7 +1,7 @@
 """Recorder deployment: the one writer of the prediction history, and the reader behind the history,
 stats, histogram, drift and suggestion routes.
 
-The ingress's outbox (``deployments.outbox``) sends rows in batches; ``record`` returns once they are
+The ingress's outbox (``lineguard.deployments.outbox``) sends rows in batches; ``record`` returns once they are
 committed, and raises while the database is away, so the rows stay queued in the ingress and nothing is
 lost while this replica restarts or the database does. The schema is migrated (Alembic) on the first
 call that reaches the database, so the service starts even when the database is not up yet.
@@ -26,6 +26,7 @@ from ray import serve
 from lineguard.deployments.config import HistoryArgs, resolve_history_url
 from lineguard.deployments.messages import ItemError
 from lineguard.deployments.telemetry import DRIFT_LEVEL, RecorderMetrics
+from lineguard.errors import ConfigError, LineGuardError, NotFoundError
 from lineguard.history.db import HistoryDB, HistoryQuery, display_url
 from lineguard.history.reports import (
     LineFacts,
@@ -35,19 +36,20 @@ from lineguard.history.reports import (
     threshold_rates,
     threshold_suggestion,
 )
+from lineguard.history.rows import RowBatch, StoredPrediction
 from lineguard.models.drift import DriftRules
-from lineguard.registry.store import LineNotFoundError, ModelStore
+from lineguard.registry.store import ModelStore
 
 log = logging.getLogger("ray.serve")
 MAX_LINEAGE = 1000
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
+@serve.deployment
 class Recorder:
     def __init__(self, history: dict[str, Any], store: str) -> None:
         self.args = HistoryArgs(**history)
         if self.args.url is None:
-            raise ValueError("history.url is unset: build the Recorder from AppArgs, which resolves it")
+            raise ConfigError("history.url is unset: build the Recorder from AppArgs, which resolves it")
         self.db = HistoryDB(resolve_history_url(self.args.url))
         self.store = ModelStore(store)
         self.rules = DriftRules(
@@ -57,7 +59,6 @@ class Recorder:
             min_recent=self.args.drift_min_recent,
         )
         self.metrics = RecorderMetrics()
-        self._migrated = False
         self._lineage: dict[tuple[str, str], tuple[LineFacts, tuple[str, ...]]] = {}
         self._drift: dict[str, dict[str, Any]] = {}
         self._active: set[str] = set()  # lines written since the last drift check
@@ -67,17 +68,22 @@ class Recorder:
 
     # --- database access (threads: SQLAlchemy is blocking) --------------------------------------
     def _ready(self) -> HistoryDB:
-        if not self._migrated:
-            self.db.migrate()
-            self._migrated = True
+        self.db.migrate()  # once: concurrent first calls wait for the first migration, then find the schema
         return self.db
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
+    async def _run(self, fn: Any, *args: Any, write: bool = False) -> Any:
+        """``fn`` on a thread (SQLAlchemy blocks). A failure is kept as the last error (``/healthz`` shows the
+        history degraded) until a write succeeds again."""
         try:
-            return await asyncio.to_thread(fn, *args)
+            result = await asyncio.to_thread(fn, *args)
+        except LineGuardError:  # a refusal (a report the line cannot give): the database is fine
+            raise
         except Exception as err:
             self.last_error = f"{type(err).__name__}: {str(err)[:300]}"
             raise
+        if write:
+            self.last_error = None
+        return result
 
     def _facts(self, line: str, version: str) -> tuple[LineFacts, tuple[str, ...]]:
         """The line's facts at ``version`` and the versions whose scores compare with it (its parents)."""
@@ -89,36 +95,38 @@ class Recorder:
                 chain.append(parent)
                 try:
                     parent = self.store.read_card(line, parent).parent
-                except (LineNotFoundError, OSError, ValueError):
+                except (LineGuardError, OSError):
                     break
             self._lineage[key] = (LineFacts.of(card), tuple(chain))
         return self._lineage[key]
 
     # --- writes ----------------------------------------------------------------------------------
-    async def record(self, rows: list[dict[str, Any]]) -> int:
+    async def record(self, rows: RowBatch) -> int:
         """Commit rows; raises while the database is away (the ingress keeps them and tries again)."""
         if self._monitor is None:
             self._monitor = asyncio.get_running_loop().create_task(self._watch())
-        written: int = await self._run(lambda: self._ready().insert(rows))
+        written: int = await self._run(lambda: self._ready().insert(rows), write=True)
         self.metrics.written.inc(written)
-        self._active.update(row["line"] for row in rows)
+        self._active.update(rows.lines)
         return written
 
-    async def feedback(self, prediction_id: str, label: str, by: str | None, note: str | None) -> dict[str, Any] | None:
-        def apply() -> dict[str, Any] | None:
+    async def feedback(
+        self, prediction_id: str, label: str, by: str | None, note: str | None
+    ) -> StoredPrediction | None:
+        def apply() -> StoredPrediction | None:
             db = self._ready()
             return db.get(prediction_id) if db.set_feedback(prediction_id, label, time.time(), by, note) else None
 
-        result: dict[str, Any] | None = await self._run(apply)
+        result: StoredPrediction | None = await self._run(apply, write=True)
         return result
 
     # --- reads -----------------------------------------------------------------------------------
-    async def get(self, prediction_id: str) -> dict[str, Any] | None:
-        result: dict[str, Any] | None = await self._run(lambda: self._ready().get(prediction_id))
+    async def get(self, prediction_id: str) -> StoredPrediction | None:
+        result: StoredPrediction | None = await self._run(lambda: self._ready().get(prediction_id))
         return result
 
-    async def page(self, query: HistoryQuery, after: str | None, limit: int) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = await self._run(lambda: self._ready().page(query, after, limit))
+    async def page(self, query: HistoryQuery, after: str | None, limit: int) -> list[StoredPrediction]:
+        rows: list[StoredPrediction] = await self._run(lambda: self._ready().page(query, after, limit))
         return rows
 
     async def stats(self, line: str, version: str, since: float) -> dict[str, Any]:
@@ -145,8 +153,8 @@ class Recorder:
         facts, versions = await asyncio.to_thread(self._facts, line, version)
         try:
             result: dict[str, Any] = await self._run(lambda: report(self._ready(), facts, versions, *args))
-        except ValueError as err:
-            return ItemError(422, str(err))
+        except LineGuardError as err:
+            return ItemError.of(err)
         return result
 
     async def suggestion(
@@ -195,7 +203,7 @@ class Recorder:
             try:
                 version = await asyncio.to_thread(self.store.current_version, line)
                 report = await self.drift(line, version)
-            except LineNotFoundError:
+            except NotFoundError:
                 continue
             previous = self._drift.get(line, {}).get("status")
             self._drift[line] = report
@@ -226,7 +234,7 @@ class Recorder:
             time.sleep(0.5 * 2**attempt)
         self.webhook_failures += 1
 
-    async def __del__(self) -> None:
+    def __del__(self) -> None:
         if self._monitor is not None:
             self._monitor.cancel()
         self.db.close()

@@ -1,6 +1,6 @@
-"""History rows of the answers the ingress gives (``history.tables.RECORD_COLUMNS``), and the rows read
-back turned into API records. Anomaly lines decide ``ok`` / ``ng``; classifier lines decide a class, and
-their ``score`` is the defect confidence (what their threshold applies to)."""
+"""History rows of the answers the ingress gives (:class:`lineguard.history.rows.PredictionRow`), and the
+rows read back as the history API shows them. Anomaly lines decide ``ok`` / ``ng``; classifier lines decide
+a class, and their ``score`` is the defect confidence (what their threshold applies to)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from lineguard.deployments.lines import LineEntry
 from lineguard.deployments.messages import ClassResult, ScoreResult
+from lineguard.history.rows import PredictionRow, StoredPrediction
 from lineguard.models.sensor_model import SensorScores
 
 
@@ -27,38 +30,39 @@ def image_row(
     sensor_id: str | None,
     source: str | None,
     data: bytes,
-) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": prediction_id,
-        "line": entry.line,
-        "kind": entry.card.kind,
-        "model_version": entry.version,
-        "ts": ts,
-        "sensor_id": sensor_id,
-        "source": source[:255] if source else None,
-        "latency_ms": latency_ms,
-        "digest": digest(data),
-        "input_stat": result.input_stat,
-    }
+) -> PredictionRow:
     if isinstance(result, ClassResult):
-        score = result.defect_confidence if result.defect_confidence is not None else result.confidence
-        threshold = float(entry.card.threshold["value"])
-        row.update(
-            score=float(score),
-            threshold=threshold,
-            decision=result.label,
-            is_anomaly=bool(result.is_defect),
-            confidence=float(result.confidence),
-            severity=result.severity,
-        )
+        decision = result.decision
+        info = entry.card.classifier
+        classes = info.classes if info else []
+        normal = info.normal_index if info else None
+        score = decision.defect_confidence if decision.defect_confidence is not None else decision.confidence
+        threshold, answered = entry.card.threshold.value, classes[decision.index]
+        flagged = normal is not None and decision.index != normal
+        confidence, severity = float(decision.confidence), decision.severity
     else:
-        row.update(
-            score=float(result.score),
-            threshold=float(result.threshold),
-            decision="ng" if result.is_anomaly else "ok",
-            is_anomaly=bool(result.is_anomaly),
-        )
-    return row
+        scored = result.decision
+        score, threshold = scored.anomaly_score, scored.threshold
+        answered, flagged = ("ng" if scored.is_anomaly else "ok"), bool(scored.is_anomaly)
+        confidence, severity = None, None
+    return PredictionRow(
+        id=prediction_id,
+        line=entry.line,
+        kind=entry.kind.value,
+        model_version=entry.version,
+        ts=ts,
+        score=float(score),
+        threshold=float(threshold),
+        decision=answered,
+        is_anomaly=flagged,
+        latency_ms=latency_ms,
+        sensor_id=sensor_id,
+        source=source[:255] if source else None,
+        confidence=confidence,
+        severity=severity,
+        digest=digest(data),
+        input_stat=result.input_stat,
+    )
 
 
 def sensor_rows(
@@ -69,62 +73,118 @@ def sensor_rows(
     ts: float,
     latency_ms: float,
     sensor_id: str | None,
-) -> list[dict[str, Any]]:
-    base = {
-        "line": entry.line,
-        "kind": entry.card.kind,
-        "model_version": entry.version,
-        "ts": ts,
-        "sensor_id": sensor_id,
-        "threshold": threshold,
-        "latency_ms": latency_ms,
-    }
-    flags = out.is_anomaly.tolist()
+) -> list[PredictionRow]:
+    line, kind, version = entry.line, entry.kind.value, entry.version
     return [
-        {**base, "id": i, "score": s, "decision": "ng" if f else "ok", "is_anomaly": f, "input_stat": x}
-        for i, s, f, x in zip(ids, out.scores.tolist(), flags, out.input_rms.tolist(), strict=True)
+        PredictionRow(
+            id=i,
+            line=line,
+            kind=kind,
+            model_version=version,
+            ts=ts,
+            score=s,
+            threshold=threshold,
+            decision="ng" if f else "ok",
+            is_anomaly=f,
+            latency_ms=latency_ms,
+            sensor_id=sensor_id,
+            input_stat=x,
+        )
+        for i, s, f, x in zip(ids, out.scores.tolist(), out.is_anomaly.tolist(), out.input_rms.tolist(), strict=True)
     ]
 
 
-def decisions(rows: list[dict[str, Any]]) -> tuple[dict[str, int], int]:
+def decisions(rows: list[PredictionRow]) -> tuple[dict[str, int], int]:
     """Count of each decision and of flagged parts, for the metrics."""
-    return dict(Counter(r["decision"] for r in rows)), sum(1 for r in rows if r["is_anomaly"])
+    return dict(Counter(r.decision for r in rows)), sum(1 for r in rows if r.is_anomaly)
 
 
 def iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-def api_record(row: dict[str, Any]) -> dict[str, Any]:
-    """A database row as the history API shows it: ISO times, the feedback as one object."""
-    out = {k: v for k, v in row.items() if k not in ("ts", "label", "labelled_at", "labelled_by", "label_note")}
-    out["timestamp"] = iso(row["ts"])
-    out["feedback"] = (
-        None
-        if row.get("label") is None
-        else {
-            "label": row["label"],
-            "at": iso(row.get("labelled_at")),
-            "by": row.get("labelled_by"),
-            "note": row.get("label_note"),
-        }
-    )
-    return out
+class Verdict(BaseModel):
+    """An operator's feedback on an answer."""
+
+    label: str
+    at: str | None = Field(None, description="when (ISO 8601)")
+    by: str | None = Field(None, description="who said so")
+    note: str | None = None
 
 
-def plain_record(row: dict[str, Any]) -> dict[str, Any]:
+class HistoryRecord(BaseModel):
+    """One recorded answer, as the history API shows it."""
+
+    id: str
+    line: str
+    kind: str
+    model_version: str
+    timestamp: str | None
+    sensor_id: str | None = None
+    source: str | None = Field(None, description="the uploaded file's name")
+    score: float
+    threshold: float
+    decision: str
+    is_anomaly: bool
+    confidence: float | None = None
+    severity: str | None = None
+    latency_ms: float
+    digest: str | None = None
+    input_stat: float | None = None
+    feedback: Verdict | None = None
+
+    @classmethod
+    def of(cls, row: StoredPrediction) -> HistoryRecord:
+        verdict = None
+        if row.label is not None:
+            verdict = Verdict(label=row.label, at=iso(row.labelled_at), by=row.labelled_by, note=row.label_note)
+        return cls(
+            id=row.id,
+            line=row.line,
+            kind=row.kind,
+            model_version=row.model_version,
+            timestamp=iso(row.ts),
+            sensor_id=row.sensor_id,
+            source=row.source,
+            score=row.score,
+            threshold=row.threshold,
+            decision=row.decision,
+            is_anomaly=row.is_anomaly,
+            confidence=row.confidence,
+            severity=row.severity,
+            latency_ms=row.latency_ms,
+            digest=row.digest,
+            input_stat=row.input_stat,
+            feedback=verdict,
+        )
+
+
+class PlainRecord(BaseModel):
     """The plain ``/prediction_history`` record of the simplest classifier services."""
-    return {
-        "id": row["id"],
-        "timestamp": iso(row["ts"]),
-        "line": row["line"],
-        "sensor_id": row.get("sensor_id"),
-        "prediction": row["decision"],
-        "confidence": row.get("confidence"),
-        "score": row["score"],
-        "severity": row.get("severity"),
-        "label": row.get("label"),
-    }
+
+    id: str
+    timestamp: str | None
+    line: str
+    sensor_id: str | None = None
+    prediction: str
+    confidence: float | None = None
+    score: float
+    severity: str | None = None
+    label: str | None = None
+
+    @classmethod
+    def of(cls, row: StoredPrediction) -> PlainRecord:
+        return cls(
+            id=row.id,
+            timestamp=iso(row.ts),
+            line=row.line,
+            sensor_id=row.sensor_id,
+            prediction=row.decision,
+            confidence=row.confidence,
+            score=row.score,
+            severity=row.severity,
+            label=row.label,
+        )
 
 
 CSV_COLUMNS = (
@@ -151,6 +211,8 @@ CSV_COLUMNS = (
 )
 
 
-def csv_values(row: dict[str, Any]) -> list[Any]:
-    values = {**row, "timestamp": iso(row["ts"]), "labelled_at": iso(row.get("labelled_at"))}
-    return [values.get(c) for c in CSV_COLUMNS]
+def csv_values(row: StoredPrediction) -> list[Any]:
+    return [
+        iso(row.ts) if c == "timestamp" else iso(row.labelled_at) if c == "labelled_at" else getattr(row, c)
+        for c in CSV_COLUMNS
+    ]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from lineguard.deployments.errors import APIError
+from lineguard.errors import DataError
 
 ALLOWED_KEYS = ("values", "features", "sensor_id")
 _NUMBER = (int, float)
@@ -35,23 +35,23 @@ class Readings:
 
 def parse_readings(body: bytes, line: str, features: list[str], max_rows: int) -> Readings:
     if not body:
-        raise APIError(422, 'empty body: send JSON like {"values": [..]} with ' + f"{len(features)} numbers")
+        raise DataError('empty body: send JSON like {"values": [..]} with ' + f"{len(features)} numbers")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as err:
-        raise APIError(
-            422, f"body is not valid JSON ({err}); NaN, Infinity and numbers beyond 1e308 are not allowed"
+        raise DataError(
+            f"body is not valid JSON ({err}); NaN, Infinity and numbers beyond 1e308 are not allowed"
         ) from None
     if not isinstance(data, dict):
-        raise APIError(422, f'expected a JSON object like {{"values": [..]}}, got a JSON {_kind(data)}')
+        raise DataError(f'expected a JSON object like {{"values": [..]}}, got a JSON {_kind(data)}')
     unknown = sorted(set(data) - set(ALLOWED_KEYS))
     if unknown:
-        raise APIError(422, f"unknown field(s) {unknown}: a sensor request has {list(ALLOWED_KEYS)}")
+        raise DataError(f"unknown field(s) {unknown}: a sensor request has {list(ALLOWED_KEYS)}")
     sensor_id = data.get("sensor_id")
     if sensor_id is not None and (not isinstance(sensor_id, str) or len(sensor_id) > 200):
-        raise APIError(422, "sensor_id must be a string of at most 200 characters")
+        raise DataError("sensor_id must be a string of at most 200 characters")
     if ("values" in data) == ("features" in data):
-        raise APIError(422, 'send exactly one of "values" (numbers in feature order) or "features" (by name)')
+        raise DataError('send exactly one of "values" (numbers in feature order) or "features" (by name)')
     if "values" in data:
         rows, single = _rows_from_values(data["values"], line, len(features), max_rows)
     else:
@@ -59,25 +59,25 @@ def parse_readings(body: bytes, line: str, features: list[str], max_rows: int) -
     try:
         values = np.array(rows, dtype=np.float64)
     except OverflowError as err:  # an integer with hundreds of digits
-        raise APIError(422, "a value is too large for a number: values must be finite") from err
+        raise DataError("a value is too large for a number: values must be finite") from err
     if (np.abs(values) > FLOAT32_MAX).any():  # the model computes in float32
-        raise APIError(422, "a value is too large: values must be finite numbers below 3.4e38")
+        raise DataError("a value is too large: values must be finite numbers below 3.4e38")
     return Readings(values, single, sensor_id)
 
 
 def _rows_from_values(values: Any, line: str, n: int, max_rows: int) -> tuple[list[list[Any]], bool]:
     if not isinstance(values, list) or not values:
-        raise APIError(422, f'"values" must be a non-empty list of {n} numbers (or a list of such lists)')
+        raise DataError(f'"values" must be a non-empty list of {n} numbers (or a list of such lists)')
     single = not isinstance(values[0], list)
     rows = [values] if single else values
     if len(rows) > max_rows:
-        raise APIError(422, f"{len(rows)} readings in one request, over the limit of {max_rows}: split the batch")
+        raise DataError(f"{len(rows)} readings in one request, over the limit of {max_rows}: split the batch")
     for i, row in enumerate(rows):
         where = "" if single else f"reading {i}: "
         if not isinstance(row, list):
-            raise APIError(422, f"{where}expected a list of {n} numbers, got a JSON {_kind(row)}")
+            raise DataError(f"{where}expected a list of {n} numbers, got a JSON {_kind(row)}")
         if len(row) != n:
-            raise APIError(422, f"{where}line {line!r} expects {n} values, got {len(row)}")
+            raise DataError(f"{where}line {line!r} expects {n} values, got {len(row)}")
     _check_numbers(rows, single)
     return rows, single
 
@@ -86,21 +86,21 @@ def _rows_from_features(named: Any, line: str, features: list[str], max_rows: in
     single = isinstance(named, dict)
     items = [named] if single else named
     if not isinstance(items, list) or not items:
-        raise APIError(422, '"features" must be an object {"name": number, ...} or a non-empty list of them')
+        raise DataError('"features" must be an object {"name": number, ...} or a non-empty list of them')
     if len(items) > max_rows:
-        raise APIError(422, f"{len(items)} readings in one request, over the limit of {max_rows}: split the batch")
+        raise DataError(f"{len(items)} readings in one request, over the limit of {max_rows}: split the batch")
     expected = set(features)
     rows = []
     for i, item in enumerate(items):
         where = "" if single else f"reading {i}: "
         if not isinstance(item, dict):
-            raise APIError(422, f"{where}expected an object of feature values, got a JSON {_kind(item)}")
+            raise DataError(f"{where}expected an object of feature values, got a JSON {_kind(item)}")
         if item.keys() != expected:
             unknown, missing = sorted(set(item) - expected), sorted(expected - set(item))
             problems = ([f"unknown feature(s) {unknown}"] if unknown else []) + (
                 [f"missing feature(s) {missing}"] if missing else []
             )
-            raise APIError(422, f"{where}{' and '.join(problems)}: line {line!r} expects {features}")
+            raise DataError(f"{where}{' and '.join(problems)}: line {line!r} expects {features}")
         rows.append([item[name] for name in features])
     _check_numbers(rows, single)
     return rows, single
@@ -114,7 +114,7 @@ def _check_numbers(rows: list[list[Any]], single: bool) -> None:
         for j, v in enumerate(row):
             if type(v) not in _NUMBER:
                 where = f"value {j}" if single else f"reading {i}, value {j}"
-                raise APIError(422, f"{where} is a JSON {_kind(v)}: values must be numbers")
+                raise DataError(f"{where} is a JSON {_kind(v)}: values must be numbers")
 
 
 def _kind(value: Any) -> str:

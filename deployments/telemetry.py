@@ -9,9 +9,9 @@ line; the Recorder sets the drift and anomaly-rate gauges. Metric objects are ma
 
 from __future__ import annotations
 
-import contextvars
 import re
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 from ray.serve import metrics
@@ -21,8 +21,7 @@ DRIFT_LEVEL = {"insufficient_data": -1, "ok": 0, "warning": 1, "drift": 2}
 _LINE_PATH = re.compile(r"^/v1/lines/([^/]+)/(predict(?:/batch)?)$")
 _DEFAULT_ROUTES = {"/predict": "predict", "/anomaly": "anomaly"}
 
-# the line a request turned out to be for (the plain /predict and /anomaly routes resolve it inside)
-current_line: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("lineguard_line")
+LINE = "line"  # where a route leaves the line a request turned out to be for, in the request's state
 
 
 def _keys(*names: str) -> Any:
@@ -96,20 +95,19 @@ class RecorderMetrics:
 class MetricsMiddleware:
     """Pure ASGI middleware: times the scoring routes and counts them by line and status."""
 
-    def __init__(self, app: Any, get_metrics: Any) -> None:
+    def __init__(self, app: Any, metrics: IngressMetrics | None) -> None:
         self.app = app
-        self.get_metrics = get_metrics
+        self.metrics = metrics
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "") if scope.get("type") == "http" else ""
         match = _LINE_PATH.match(path)
         route = match.group(2) if match else _DEFAULT_ROUTES.get(path)
-        recorder: IngressMetrics | None = self.get_metrics()
+        recorder = self.metrics
         if route is None or recorder is None:
             await self.app(scope, receive, send)
             return
-        holder = {"line": "unknown"}  # until the route has resolved a real line (no tag per made-up name)
-        token = current_line.set(holder)
+        state = scope.setdefault("state", {})  # the route notes its line here once it has resolved a real one
         status = {"code": 500}
         started = time.perf_counter()
 
@@ -121,8 +119,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            current_line.reset(token)
-            tags = {"line": holder["line"][:64], "route": route}
+            tags = {"line": str(state.get(LINE, "unknown"))[:64], "route": route}  # no tag per made-up name
             code = str(status["code"])
             recorder.requests.inc(1, {**tags, "status": code})
             if status["code"] >= 400:
@@ -130,8 +127,6 @@ class MetricsMiddleware:
             recorder.latency.observe((time.perf_counter() - started) * 1000, tags)
 
 
-def note_line(line: str) -> None:
+def note_line(scope: MutableMapping[str, Any], line: str) -> None:
     """Tell the metrics middleware which line this request is for (the plain routes find out late)."""
-    holder = current_line.get(None)
-    if holder is not None:
-        holder["line"] = line
+    scope.setdefault("state", {})[LINE] = line

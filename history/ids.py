@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from lineguard.errors import ConfigError
+
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _ID = re.compile(f"^[{ALPHABET}]{{26}}$")
 _WINDOW = re.compile(r"^(\d{1,6})(s|m|h|d|w)$")
@@ -72,16 +74,16 @@ def encode_cursor(last_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> str:
-    """The id a cursor continues after; ``ValueError`` naming the problem for anything else."""
+    """The id a cursor continues after; a ConfigError naming the problem for anything else."""
     if len(cursor) > 64:
-        raise ValueError("cursor is too long: pass the next_cursor of the previous page unchanged")
+        raise ConfigError("cursor is too long: pass the next_cursor of the previous page unchanged")
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as err:
-        raise ValueError("cursor is not one this service issued: pass the previous page's next_cursor") from err
+        raise ConfigError("cursor is not one this service issued: pass the previous page's next_cursor") from err
     version, _, last = text.partition(":")
     if version != "v1" or not is_id(last):
-        raise ValueError("cursor is not one this service issued: pass the previous page's next_cursor")
+        raise ConfigError("cursor is not one this service issued: pass the previous page's next_cursor")
     return last
 
 
@@ -97,5 +99,5 @@ def parse_window(text: str) -> float:
         except ValueError:
             seconds = float("nan")
     if not 0 < seconds <= MAX_WINDOW_S:  # also refuses NaN
-        raise ValueError(f"window {text!r} is not a duration like 15m, 24h, 7d or 2w (at most 400d)")
+        raise ConfigError(f"window {text!r} is not a duration like 15m, 24h, 7d or 2w (at most 400d)")
     return seconds

@@ -1,5 +1,5 @@
 """What the history says about a line: rates from feedback, the score histogram, drift against the
-calibration of its model, and a threshold suggestion. Queries (``history.db``) plus math (``models``);
+calibration of its model, and a threshold suggestion. Queries (``lineguard.history.db``) plus math (``models``);
 no Ray, no HTTP.
 
 Scores are only comparable between versions that share fitted weights: a threshold or severity change
@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from lineguard.errors import ConfigError
 from lineguard.history.db import HistoryDB, HistoryQuery
 from lineguard.models.drift import DriftRules, assess, worst
-from lineguard.models.rates import confusion, labelled_rates, percentiles, score_range, suggest_threshold
+from lineguard.models.metrics import Confusion
+from lineguard.models.rates import labelled_rates, percentiles, score_range, suggest_threshold
 from lineguard.registry.card import ModelCard
-
-ANOMALY_LABELS = ("ok", "ng")
+from lineguard.registry.kinds import LineKind
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class LineFacts:
     """What the reports need of a line's model card."""
 
     line: str
-    kind: str
+    kind: LineKind
     version: str
     threshold: float
     labels: tuple[str, ...]  # what feedback may say
@@ -40,29 +41,21 @@ class LineFacts:
 
     @classmethod
     def of(cls, card: ModelCard) -> LineFacts:
-        calibration = card.calibration or {}
-        if card.classifier is not None:
-            labels, normal = tuple(card.classifier.classes), card.classifier.normal_class
-            good = (calibration.get("normal_defect_confidence") or {}).get("scores", [])
-            reference = calibration.get("normal_defect_confidence") or calibration.get("defect_confidence") or {}
-            scores = reference.get("scores", [])
-        else:
-            labels, normal = ANOMALY_LABELS, "ok"
-            scores = good = calibration.get("scores", [])
-        inputs = (calibration.get("input") or {}).get("scores", [])
-        test = (card.metrics or {}).get("test_scores") or {}
+        calibration = card.calibration
+        good = calibration.normal.scores if calibration.normal else []
+        test = card.metrics.test_scores if card.metrics and card.metrics.test_scores else None
         return cls(
             card.line,
             card.kind,
             card.version,
-            float(card.threshold["value"]),
-            labels,
-            normal,
-            tuple(scores),
-            tuple(inputs),
+            card.threshold.value,
+            card.feedback_labels(),
+            card.normal_label(),
+            tuple(calibration.reference_scores()),
+            tuple(calibration.input.scores if calibration.input else []),
             tuple(good),
-            tuple(test.get("scores", [])),
-            tuple(bool(label) for label in test.get("labels", [])),
+            tuple(test.scores if test else []),
+            tuple(bool(label) for label in (test.labels if test else [])),
         )
 
     def defective(self, labels: np.ndarray) -> np.ndarray:
@@ -92,8 +85,8 @@ def line_stats(db: HistoryDB, facts: LineFacts, since: float, max_rows: int) -> 
         "labelled": len(labelled["label"]),
     }
     if facts.normal is not None:
-        out["confusion"] = confusion(labelled["is_anomaly"], facts.defective(labelled["label"])).to_dict()
-    if facts.kind == "image-classifier":
+        out["confusion"] = Confusion.of(facts.defective(labelled["label"]), labelled["is_anomaly"]).to_dict()
+    if facts.kind is LineKind.IMAGE_CLASSIFIER:
         matrix = {true: dict.fromkeys(facts.labels, 0) for true in facts.labels}
         for true, pred in zip(labelled["label"], labelled["decision"], strict=True):
             if true in matrix and pred in matrix[true]:
@@ -134,7 +127,7 @@ def score_histogram(
         "n": int(scores.size),
         "edges": edges.tolist(),
         "counts": {name: np.histogram(scores[mask], edges)[0].tolist() for name, mask in groups.items()},
-        "score": "defect confidence" if facts.kind == "image-classifier" else "anomaly score",
+        "score": facts.kind.score_name,
     }
 
 
@@ -169,7 +162,7 @@ def _labelled_feedback(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores and defective flags of the parts operators labelled (comparable versions only)."""
     if facts.normal is None:
-        raise ValueError(f"line {facts.line!r} has no normal class: a threshold on defect confidence does not apply")
+        raise ConfigError(f"line {facts.line!r} has no normal class: a threshold on defect confidence does not apply")
     rows = db.arrays(
         HistoryQuery(line=facts.line, since=since, versions=versions, labelled=True), ("score", "label"), max_rows
     )
@@ -197,14 +190,14 @@ def threshold_rates(
     t = facts.threshold if threshold is None else float(threshold)
     sources = {"calibration": calibration, "feedback": feedback, "combined": combined}
     span = score_range(combined[0], facts.threshold)
-    if facts.kind == "image-classifier":  # a defect confidence threshold lies strictly between 0 and 1
+    if facts.kind is LineKind.IMAGE_CLASSIFIER:  # a defect confidence threshold lies strictly between 0 and 1
         span = {"min": max(span["min"], 0.001), "max": min(span["max"], 0.999)}
     return {
         "line": facts.line,
         "version": facts.version,
         "threshold": t,
         "current_threshold": facts.threshold,
-        "score": "defect confidence" if facts.kind == "image-classifier" else "anomaly score",
+        "score": facts.kind.score_name,
         "range": span,
         **{name: labelled_rates(scores, defective, t) for name, (scores, defective) in sources.items()},
     }

@@ -1,8 +1,8 @@
 """The history schema: one row per prediction, with the operator's feedback on it.
 
-SQLAlchemy Core tables shared by the queries (``history.db``) and the Alembic migrations
+SQLAlchemy Core tables shared by the queries (``lineguard.history.db``) and the Alembic migrations
 (``history/migrations``); a change here comes with a new migration. Times are UTC epoch seconds (a float
-indexes and compares the same in SQLite and PostgreSQL); ids are time-ordered strings (``history.ids``),
+indexes and compares the same in SQLite and PostgreSQL); ids are time-ordered strings (``lineguard.history.ids``),
 so "newest first" and cursor pagination are an index scan on the primary key.
 """
 
@@ -40,4 +40,3 @@ predictions = Table(
 )
 
 COLUMNS = tuple(c.name for c in predictions.columns)
-RECORD_COLUMNS = COLUMNS[: COLUMNS.index("label")]  # what a prediction writes; the rest is feedback

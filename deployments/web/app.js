@@ -2,6 +2,8 @@
 // Views (by the URL's hash): #/ lines overview, #/line/<name> one line, #/simulator.
 // Every request goes through api(), which adds the operator's key and turns an error answer into a
 // message that shows the API's own detail (what is wrong and how to fix it).
+// One file of about 740 lines, on purpose: the page is served as it is (no bundler, no build step, so
+// it works offline and a reader sees what runs), and its sections below are one view each.
 "use strict";
 
 const KEY_STORE = "lineguard.key";

@@ -1,4 +1,4 @@
-"""Alembic environment: runs the migrations on the connection ``history.migrate`` hands over, or on the
+"""Alembic environment: runs the migrations on the connection ``lineguard.history.migrate`` hands over, or on the
 URL of ``alembic -x url=...`` (``alembic -c history/alembic.ini -x url=postgresql+psycopg://... upgrade head``)."""
 
 from __future__ import annotations

@@ -1,0 +1,241 @@
+"""The ingress's trips down the deployment graph, one per micro-batch.
+
+Images: Preprocessor -> Backbone -> Scorer, one call per hop per batch (one Scorer call per line in the
+batch). The hops are chained by passing the handles' responses on, so images and features travel between
+the replicas directly and only the scores come back here; Ray's per-call cost (serialisation,
+scheduling) is paid once per batch instead of once per image. Sensor readings: one SensorScorer call per
+line per batch; a request alone skips the batching, a large one goes in chunks.
+
+The graph logic here is plain asyncio over handles (``handle.remote(...)``, ``handle.options(
+multiplexed_model_id=...)``), so it is tested with fake handles, without Ray. The micro-batching itself
+is Ray Serve's ``@serve.batch``: inside a replica the ingress replaces :attr:`ImagePipeline.batched` and
+:attr:`SensorPipeline.batched` with batching wrappers of :meth:`run` (:func:`micro_batched`); outside one
+each item is its own batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from lineguard.deployments.config import CONCURRENT_BATCHES, SENSOR_CHUNK_ROWS, SMALL_SENSOR_REQUEST, BackboneArgs
+from lineguard.deployments.lines import LineEntry
+from lineguard.deployments.messages import ItemError, Scored, VectorScores
+from lineguard.errors import ConfigError, DataError, FeatureMismatchError, LineGuardError, UnavailableError
+from lineguard.models.sensor_model import SensorScores
+from lineguard.registry.kinds import LineKind
+
+log = logging.getLogger("ray.serve")
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class Handle(Protocol):
+    """What the pipeline needs of a deployment handle (a Ray Serve ``DeploymentHandle``, or a fake)."""
+
+    def remote(self, *args: Any) -> Any: ...
+
+    def options(self, *, multiplexed_model_id: str) -> Handle: ...
+
+
+@dataclass
+class ImageItem:
+    entry: LineEntry
+    data: bytes
+    want_map: bool
+
+
+def micro_batched(
+    run: Callable[[list[Item]], Awaitable[list[Result]]], max_batch_size: int, wait_timeout_s: float
+) -> Callable[[Item], Awaitable[Result]]:
+    """``run`` behind Ray Serve's ``@serve.batch`` (call this inside a replica): concurrent calls with one
+    item each are gathered into one call of ``run`` with the list."""
+    from ray import serve
+
+    decorate: Any = serve.batch(
+        max_batch_size=max_batch_size, batch_wait_timeout_s=wait_timeout_s, max_concurrent_batches=CONCURRENT_BATCHES
+    )
+    batched: Callable[[Item], Awaitable[Result]] = decorate(run)
+    return batched
+
+
+def graph_error(err: BaseException) -> ItemError:
+    """A failed hop: the service is at capacity or a replica went away; the same request can succeed soon."""
+    from ray.serve.exceptions import BackPressureError
+
+    if isinstance(err, BackPressureError):
+        return ItemError(503, "the service is at capacity: retry shortly", 1)
+    if isinstance(err, LineGuardError):
+        return ItemError.of(err)
+    log.exception("scoring failed", exc_info=err)
+    return ItemError(503, f"scoring is temporarily unavailable ({type(err).__name__}): retry shortly", 1)
+
+
+async def _within(call: Awaitable[Result], timeout_s: float) -> Result:
+    try:
+        return await asyncio.wait_for(call, timeout=timeout_s)
+    except TimeoutError as err:
+        raise UnavailableError(f"scoring took longer than {timeout_s} s: retry shortly") from err
+
+
+class ImagePipeline:
+    """Images of any image line through the graph: ``score()`` for one request, ``run()`` for one batch."""
+
+    def __init__(
+        self,
+        preprocessor: Handle,
+        backbones: Sequence[tuple[BackboneArgs, Handle]],
+        scorer: Handle,
+        max_pixels: int,
+        timeout_s: float,
+    ) -> None:
+        self.preprocessor = preprocessor
+        self.backbones = {args.spec().key(): (args, handle) for args, handle in backbones}
+        self.scorer = scorer
+        self.max_pixels = max_pixels
+        self.timeout_s = timeout_s
+        self.batched: Callable[[ImageItem], Awaitable[Scored]] = self._alone
+
+    async def _alone(self, item: ImageItem) -> Scored:
+        return (await self.run([item]))[0]
+
+    def check(self, entry: LineEntry, want_map: bool) -> None:
+        """Refuse what this line cannot answer, before anything is sent down the graph."""
+        if not entry.kind.takes_images:
+            raise DataError(f"line {entry.line!r} is a {entry.kind} line: it does not take images")
+        if want_map and entry.kind is LineKind.IMAGE_CLASSIFIER:
+            raise ConfigError(
+                f"line {entry.line!r} is a classifier: it answers a class, not a heatmap (drop ?heatmap=true)"
+            )
+        if entry.backbone_key not in self.backbones:
+            raise FeatureMismatchError(
+                f"line {entry.line!r} was fitted on backbone {entry.backbone_key}, which this service does not "
+                f"run (it runs {sorted(self.backbones)}): add it to serve_config.yaml"
+            )
+
+    async def score(self, entry: LineEntry, payloads: list[bytes], want_map: bool) -> list[Scored]:
+        """One request's images, each joining a micro-batch; an item that fails keeps its own error."""
+        self.check(entry, want_map)
+        calls = asyncio.gather(*(self.batched(ImageItem(entry, p, want_map)) for p in payloads))
+        return list(await _within(calls, self.timeout_s))
+
+    async def run(self, items: list[ImageItem]) -> list[Scored]:
+        """One micro-batch down the graph: a Preprocessor and a Backbone call per backbone in the batch, a
+        Scorer call per line; the responses are chained, not awaited, until the scores."""
+        results: list[Scored] = [ItemError(500, "not scored")] * len(items)
+        by_backbone: dict[str, list[int]] = defaultdict(list)
+        for i, item in enumerate(items):
+            by_backbone[str(item.entry.backbone_key)].append(i)
+        calls = []
+        for key, indices in by_backbone.items():
+            args, backbone = self.backbones[key]
+            images = self.preprocessor.remote([items[i].data for i in indices], args.image_size, self.max_pixels)
+            features = backbone.remote(images)  # passed on to the Scorer, not awaited here
+            groups: dict[str, list[int]] = defaultdict(list)
+            for position, i in enumerate(indices):
+                groups[items[i].entry.model_id].append(position)
+            for model_id, positions in groups.items():
+                want_maps = any(items[indices[p]].want_map for p in positions)
+                response = self.scorer.options(multiplexed_model_id=model_id).remote(features, positions, want_maps)
+                calls.append((response, [indices[p] for p in positions]))
+        outcomes = await asyncio.gather(*(response for response, _ in calls), return_exceptions=True)
+        for (_, targets), outcome in zip(calls, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                error = graph_error(outcome)
+                for t in targets:
+                    results[t] = error
+            else:
+                for t, result in zip(targets, outcome, strict=True):
+                    results[t] = result
+        return results
+
+
+class SensorPipeline:
+    """Sensor readings of any sensor line to the SensorScorer: ``score()`` for one request, ``run()`` for one
+    micro-batch of small requests."""
+
+    def __init__(self, handle: Handle, timeout_s: float) -> None:
+        self.handle = handle
+        self.timeout_s = timeout_s
+        self._handles: dict[str, Handle] = {}
+        self.in_flight = 0  # requests awaiting the SensorScorer (small ones are micro-batched only under load)
+        self.batched: Callable[[tuple[str, np.ndarray]], Awaitable[VectorScores | ItemError]] = self._alone
+
+    async def _alone(self, item: tuple[str, np.ndarray]) -> VectorScores | ItemError:
+        return (await self.run([item]))[0]
+
+    def _handle(self, model_id: str) -> Handle:
+        handle = self._handles.get(model_id)
+        if handle is None:
+            if len(self._handles) > 4096:  # old versions pile up over months of threshold changes
+                self._handles.clear()
+            handle = self._handles[model_id] = self.handle.options(multiplexed_model_id=model_id)
+        return handle
+
+    async def run(self, items: list[tuple[str, np.ndarray]]) -> list[VectorScores | ItemError]:
+        """Small requests gathered under load: one SensorScorer call per line in the batch."""
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, (model_id, _) in enumerate(items):
+            groups[model_id].append(i)
+        calls = []
+        for model_id, indices in groups.items():
+            values = items[indices[0]][1] if len(indices) == 1 else np.concatenate([items[i][1] for i in indices])
+            calls.append((self._handle(model_id).remote(values), indices))
+        outcomes = await asyncio.gather(*(call for call, _ in calls), return_exceptions=True)
+        results: list[VectorScores | ItemError] = [ItemError(500, "not scored")] * len(items)
+        for (_, indices), outcome in zip(calls, outcomes, strict=True):
+            if isinstance(outcome, BaseException | ItemError):
+                error = graph_error(outcome) if isinstance(outcome, BaseException) else outcome
+                for i in indices:
+                    results[i] = error
+                continue
+            start = 0
+            for i in indices:
+                rows = slice(start, start + len(items[i][1]))
+                results[i] = VectorScores(outcome.out.rows(rows), outcome.threshold, outcome.score_ms)
+                start = rows.stop
+        return results
+
+    async def score(self, entry: LineEntry, values: np.ndarray) -> VectorScores:
+        """A small request goes straight to the SensorScorer when it is alone and joins the micro-batches when
+        others are in flight (one hop per batch under load); a large one goes in chunks (concurrent; each
+        fits one of the SensorScorer's batches)."""
+        if len(values) <= SMALL_SENSOR_REQUEST and self.in_flight > 0:
+            calls: Any = self.batched((entry.model_id, values))  # others are waiting: join a batch
+            chunks = 1
+        else:  # alone (no batching machinery on the way), or large
+            handle = self._handle(entry.model_id)
+            pieces = [values[i : i + SENSOR_CHUNK_ROWS] for i in range(0, len(values), SENSOR_CHUNK_ROWS)]
+            chunks = len(pieces)
+            calls = handle.remote(pieces[0]) if chunks == 1 else asyncio.gather(*(handle.remote(c) for c in pieces))
+        self.in_flight += 1
+        try:
+            answer = await _within(calls, self.timeout_s)
+        except UnavailableError:
+            raise
+        except Exception as err:
+            raise _unavailable(graph_error(err)) from err
+        finally:
+            self.in_flight -= 1
+        parts = [answer] if chunks == 1 else list(answer)
+        for part in parts:
+            if isinstance(part, ItemError):
+                raise _unavailable(part)
+        if len(parts) == 1:
+            return parts[0]  # type: ignore[no-any-return]
+        combined = SensorScores.concatenate([p.out for p in parts])
+        return VectorScores(combined, parts[0].threshold, sum(p.score_ms for p in parts))
+
+
+def _unavailable(error: ItemError) -> LineGuardError:
+    """A sensor request's failure as the error the API answers (the SensorScorer fails only with 503s)."""
+    if error.status == 503:
+        return UnavailableError(error.detail, error.retry_after_s or 1)
+    return DataError(error.detail)
