@@ -1,9 +1,12 @@
-"""Shared fixtures: small real data (a generated line, the shared data sets), a temporary model store."""
+"""Fixtures every suite uses (a generated line, a temporary store, a PostgreSQL server), and the split of
+the suites: everything under ``tests/integration`` is marked ``integration`` (a real Ray, real Serve, a
+database server, a browser, the shared data sets), so ``pytest -m "not integration"`` is the unit run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,18 +15,23 @@ import torch
 
 from lineguard.registry.store import ModelStore
 from lineguard.training.synthetic import write_line
-
-SHARED = Path(os.environ.get("LINEGUARD_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+from tests.postgres import PostgresServer, binaries
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+INTEGRATION = Path(__file__).resolve().parent / "integration"
 
 
-def shared_dataset(name: str) -> Path:
-    """Path of a shared data set, or skip the test saying where it was looked for."""
-    path = SHARED / name
-    if not path.is_dir():
-        pytest.skip(f"data set {name} not found at {path} (set LINEGUARD_DATASETS to the folder holding it)")
-    return path
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """The unit run does not even import the integration suites (Ray, HTTP clients, a browser driver)."""
+    if config.option.markexpr == "not integration" and collection_path.is_relative_to(INTEGRATION):
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(INTEGRATION):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")
@@ -45,26 +53,20 @@ def store(tmp_path: Path) -> ModelStore:
 
 
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
-    """One real Ray for the whole test session, with the serving settings that ship (HAProxy, gRPC)."""
-    import ray
-
-    os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
-    os.environ.setdefault("RAY_SERVE_USE_GRPC_BY_DEFAULT", "1")
-    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-    # logical CPUs: room for the Serve replicas and a Ray Data actor pool side by side
-    port = socket.socket()
-    port.bind(("127.0.0.1", 0))
-    metrics_port = port.getsockname()[1]
-    port.close()
-    os.environ["LINEGUARD_TEST_METRICS_PORT"] = str(metrics_port)  # Prometheus export of Ray's metrics agent
-    ray.init(
-        address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port
-    )
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on loopback from Debian's binaries (skipped where they are missing; under CI
+    that is a failure: `make test` installs them)."""
+    bin_dir = binaries()
+    if bin_dir is None:
+        message = "PostgreSQL is not installed: `make test` installs Debian's postgresql package (as root)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="lineguard-pg-")), bin_dir)
+    server.init()
+    server.start()
     try:
-        yield
+        yield server
     finally:
-        from ray import serve
-
-        serve.shutdown()
-        ray.shutdown()
+        with contextlib.suppress(RuntimeError):
+            server.stop()

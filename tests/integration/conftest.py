@@ -1,10 +1,11 @@
-"""One LineGuard application on a real Ray Serve for the whole session: three image-anomaly lines, a
-sensor line and an image-classifier line."""
+"""The integration suites' fixtures: one real Ray for the session, and on it one LineGuard application on a
+real Ray Serve (three image-anomaly lines, a sensor line and an image-classifier line). Tests that change a
+line's state (a threshold, a version, a key) undo it or use their own line, so no order of tests matters."""
 
 from __future__ import annotations
 
 import json
-import socket
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -20,14 +21,22 @@ from lineguard.deployments import config_file
 from lineguard.deployments.app import bind_graph
 from lineguard.deployments.keys import KEYS_FILE, KeyRing
 from lineguard.models.anomaly_model import ImageAnomalyModel
-from lineguard.registry.loaders import load_image_model
+from lineguard.models.spec import Runtime
+from lineguard.registry.image_models import load_image_model
 from lineguard.registry.store import ModelStore
-from lineguard.training.fit_classifier import ClassifierFitOptions, fit_classifier_line
-from lineguard.training.fit_image import FitOptions, fit_image_line
-from lineguard.training.fit_sensor import SensorFitOptions, fit_sensor_line
+from lineguard.training.fit_classifier import fit_classifier_line
+from lineguard.training.fit_image import fit_image_line
+from lineguard.training.fit_sensor import fit_sensor_line
+from lineguard.training.options import (
+    ClassifierFitOptions,
+    ClassifierTrainOptions,
+    FitOptions,
+    SensorFitOptions,
+    SensorTrainOptions,
+)
 from lineguard.training.synthetic import write_class_folders
 from lineguard.training.synthetic_sensor import write_csv
-from lineguard.training.train_sensor import TrainOptions
+from tests.support import free_port, wait_for
 
 LINES = ("press-a", "press-b", "press-c")
 SENSOR_LINE = "spindle-1"  # a sensor line beside the image lines
@@ -76,13 +85,7 @@ class Service:
         return httpx.Client(base_url=self.url, timeout=60)
 
     def model(self, line: str) -> ImageAnomalyModel:
-        return load_image_model(self.store, line, device="cpu")[1]
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`lineguard serve` (test_serve_run.py) runs its own Serve with HAProxy: it goes first, before the
-    session's service starts (two HAProxy-fronted Serve instances on one machine contend for ports)."""
-    items.sort(key=lambda item: item.path.name != "test_serve_run.py")
+        return load_image_model(self.store, line, runtime=Runtime(device="cpu"))[1]
 
 
 @dataclass
@@ -91,13 +94,6 @@ class Keys:
     admin: str
     press_a: str  # predict, line press-a only
     revoked: str
-
-
-def wait_for(condition: Any, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -111,20 +107,50 @@ def api_keys(service: Service) -> Iterator[Keys]:
         revoked=ring.create("old")[0],
     )
     ring.revoke(keys.revoked.split("_")[1])
-    wait_for(lambda: httpx.get(f"{service.url}/v1/lines", timeout=10).status_code == 401)
-    yield keys
-    (Path(service.store.root) / KEYS_FILE).unlink()
+    try:
+        wait_for(lambda: httpx.get(f"{service.url}/v1/lines", timeout=10).status_code == 401)
+        yield keys
+    finally:  # whatever happened, the other tests get the open service back
+        (Path(service.store.root) / KEYS_FILE).unlink()
     wait_for(lambda: httpx.get(f"{service.url}/v1/lines", timeout=10).status_code == 200)  # open again
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One real Ray for the whole test session, with the serving settings that ship (HAProxy, gRPC)."""
+    import ray
+
+    os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    os.environ.setdefault("RAY_SERVE_USE_GRPC_BY_DEFAULT", "1")
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    metrics_port = free_port()
+    os.environ["LINEGUARD_TEST_METRICS_PORT"] = str(metrics_port)  # Prometheus export of Ray's metrics agent
+    # logical CPUs: room for the Serve replicas and a Ray Data actor pool side by side
+    ray.init(
+        address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port
+    )
+    try:
+        yield
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")
-def service(ray_session: None, synthetic_line: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def serve_url(ray_session: None) -> str:
+    """Ray Serve on the session's Ray, its HTTP proxy on a free port; every application the tests run is
+    reached there (Serve keeps the options of its first start, so this is the only start)."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def service(serve_url: str, synthetic_line: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     from ray import serve
 
     store = ModelStore(tmp_path_factory.mktemp("serve") / "store")
@@ -134,10 +160,12 @@ def service(ray_session: None, synthetic_line: Path, tmp_path_factory: pytest.Te
         )
         fit_image_line(line, synthetic_line, options, store)
     sensor_data = write_csv(tmp_path_factory.mktemp("sensor") / "spindle.csv", rows=3000, seed=1)
-    sensor_options = SensorFitOptions(train=TrainOptions(epochs=150, workers=0))
+    sensor_options = SensorFitOptions(train=SensorTrainOptions(epochs=150, workers=0))
     fit_sensor_line(SENSOR_LINE, sensor_data, sensor_options, store)
     class_data = write_class_folders(tmp_path_factory.mktemp("classes") / "parts", seed=4, size=IMAGE_SIZE)
-    classifier_options = ClassifierFitOptions(image_size=IMAGE_SIZE, views=2, progress=False)
+    classifier_options = ClassifierFitOptions(
+        image_size=IMAGE_SIZE, views=2, progress=False, train=ClassifierTrainOptions(workers=0)
+    )
     fit_classifier_line(CLASSIFIER_LINE, class_data, classifier_options, store)
     webhook = Webhook()
     history = {
@@ -160,16 +188,14 @@ def service(ray_session: None, synthetic_line: Path, tmp_path_factory: pytest.Te
         web={"sample_roots": [str(synthetic_line.parent)]},  # the simulator reads the line's test images
         backbones=[{"name": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "image_size": IMAGE_SIZE}],
     )
-    options = config_file.deployment_options(
+    deployments = config_file.deployment_options(
         app,
         Scorer={"user_config": {"max_models": 2}},  # an LRU of two for three lines
         Ingress={"num_replicas": 1},
         Backbone={"num_replicas": 1},
     )
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(bind_graph(args, options), name="lineguard", route_prefix="/")
-    url = f"http://127.0.0.1:{port}"
+    serve.run(bind_graph(args, deployments), name="lineguard", route_prefix="/")
+    url = serve_url
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

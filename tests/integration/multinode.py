@@ -2,7 +2,7 @@
 
 Run by ``test_multinode.py`` in its own process (it starts its own Ray):
 
-    python -m tests.deployments.multinode --store file:///tmp/store --line L --reading 1,2,... --out result.json
+    python -m tests.integration.multinode --store file:///tmp/store --line L --reading 1,2,... --out result.json
 
 Both "nodes" share this machine's address, so HTTP is served by one proxy on the head node (on a
 real cluster every node runs one) and Serve's Python proxy is used (HAProxy's fixed side ports would
@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from tests.deployments.conftest import free_port
+from tests.support import free_port
 
 SPREAD = ("Scorer", "SensorScorer", "Preprocessor")  # two replicas each, so both nodes get some
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,9 +20,7 @@ from lineguard.deployments import config_file
 from lineguard.deployments.app import bind_graph
 from lineguard.history.db import HistoryDB, HistoryQuery
 from lineguard.registry.store import TENSORS_FILE, ModelStore
-from tests.deployments.conftest import IMAGE_SIZE, Service
-
-pytestmark = pytest.mark.ray
+from tests.integration.conftest import IMAGE_SIZE, Service
 
 PREFIX = "/faults"
 LINE = "press-a"
@@ -42,7 +41,7 @@ def faults(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     folder = tmp_path_factory.mktemp("faults")
     store = ModelStore(folder / "store")  # its own store, with a copy of one of the session's lines
     card = service.store.read_card(LINE)
-    store.write_version_bytes(card, service.store.read_tensor_bytes(card))
+    store.write_version(card, service.store.read_tensor_bytes(card))
     history_url = f"sqlite:///{folder / 'history.db'}"
     app = config_file.application(config_file.read())
     args = config_file.app_args(
@@ -91,11 +90,13 @@ class Load:
                 try:
                     response = client.post(self.url, files={"file": ("part.png", self.image, "image/png")})
                     status, pid = response.status_code, response.json().get("prediction_id")
-                except (httpx.HTTPError, json.JSONDecodeError):
-                    status, pid = 0, None
+                except httpx.HTTPError:
+                    status, pid = 0, None  # no answer at all
+                except json.JSONDecodeError:
+                    status, pid = -response.status_code, None  # an answer that is not the API's JSON
                 self.outcomes.append(Outcome(started, time.monotonic(), status, pid))
 
-    def run(self, fault: Callable[[], None], settle_s: float = 3.0, streak_s: float = 4.0) -> dict[str, float]:
+    def run(self, fault: Callable[[], object], settle_s: float = 3.0, streak_s: float = 4.0) -> dict[str, Any]:
         """Load for ``settle_s``, inject ``fault``, keep loading until answers have been all good for
         ``streak_s`` (at most 90 s); returns the figures."""
         threads = [threading.Thread(target=self._client, daemon=True) for _ in range(self.clients)]
@@ -135,7 +136,7 @@ def kill_replica(deployment: str) -> str:
     names = [a["name"] for a in actors if a["name"].startswith(f"SERVE_REPLICA::faults#{deployment}#")]
     assert len(names) == 1, names
     ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
-    return names[0]
+    return str(names[0])
 
 
 def good_image(service: Service) -> bytes:
@@ -170,7 +171,7 @@ def test_recorder_killed_under_load_loses_no_history(service: Service, faults: F
     db = HistoryDB(faults.history_url)
     deadline = time.monotonic() + 60
     while True:  # the outbox re-sends what the dead Recorder did not acknowledge
-        stored = {r["id"] for rows in db.scan(HistoryQuery(line=LINE), 1_000_000) for r in rows}
+        stored = set(db.arrays(HistoryQuery(line=LINE), ("id",), 1_000_000)["id"].tolist())
         if answered <= stored or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -186,13 +187,13 @@ def test_recorder_killed_under_load_loses_no_history(service: Service, faults: F
 def test_corrupted_version_is_refused_and_the_previous_keeps_serving(service: Service, faults: Fault) -> None:
     store = faults.store
     source = store.read_card(LINE)
-    good = store.write_version_bytes(source.model_copy(update={"line": "press-f"}), store.read_tensor_bytes(source))
+    good = store.write_version(source.model_copy(update={"line": "press-f"}), store.read_tensor_bytes(source))
     url = f"{faults.url}/v1/lines/press-f/predict"
     image = {"file": ("part.png", good_image(service), "image/png")}
     with httpx.Client(timeout=60) as client:
         first = client.post(url, files=image)
         assert first.status_code == 200 and first.json()["model_version"] == good.version
-        bad = store.write_version_bytes(good, store.read_tensor_bytes(good))  # a new version in service ...
+        bad = store.write_version(good, store.read_tensor_bytes(good))  # a new version in service ...
         path = Path(store.root) / "press-f" / bad.version / TENSORS_FILE
         path.write_bytes(path.read_bytes()[:-100])  # ... whose model file is then damaged
         time.sleep(0.5)  # past the line cache
@@ -210,7 +211,8 @@ def test_corrupted_version_is_refused_and_the_previous_keeps_serving(service: Se
 def _serve_logs(prefix: str) -> str:
     import ray
 
-    session = ray._private.worker.global_worker.node.get_session_dir_path()
+    worker: Any = ray._private.worker.global_worker
+    session = worker.node.get_session_dir_path()
     deadline = time.monotonic() + 10
     text = ""
     while time.monotonic() < deadline:

@@ -19,10 +19,8 @@ from hypothesis.errors import Unsatisfiable
 from PIL import Image
 from schemathesis import GenerationMode
 
-from tests.deployments.conftest import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES, SENSOR_LINE, Service
-from tests.models.test_preprocess import png_header_only
-
-pytestmark = pytest.mark.ray
+from tests.integration.conftest import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES, SENSOR_LINE, Service
+from tests.support import png_header_only
 
 PREDICT = "/v1/lines/press-a/predict"
 SENSOR = f"/v1/lines/{SENSOR_LINE}/predict"
@@ -300,7 +298,7 @@ def test_openapi_schema_fuzzed_without_server_errors(service: Service) -> None:
     statuses: Counter[int] = Counter()
     errors: list[str] = []
     unsatisfiable: list[str] = []
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 

@@ -8,16 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from lineguard.registry.store import ModelStore
-from lineguard.training.fit_sensor import SensorFitOptions, fit_sensor_line
+from lineguard.training.fit_sensor import fit_sensor_line
+from lineguard.training.options import SensorFitOptions
+from lineguard.training.options import SensorTrainOptions as TrainOptions
 from lineguard.training.sensor_data import read_table
 from lineguard.training.synthetic_sensor import write_csv
-from lineguard.training.train_sensor import TrainOptions
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.ray
 
 
 def test_two_nodes_serve_and_survive_losing_one(tmp_path: Path) -> None:
@@ -26,7 +24,7 @@ def test_two_nodes_serve_and_survive_losing_one(tmp_path: Path) -> None:
     fit_sensor_line("cell-7", data, SensorFitOptions(train=TrainOptions(epochs=30, workers=0)), ModelStore(uri))
     reading = ",".join(f"{v:.4f}" for v in read_table(data).values[0])
     out = tmp_path / "result.json"
-    command = [sys.executable, "-m", "tests.deployments.multinode", "--store", uri, "--line", "cell-7"]
+    command = [sys.executable, "-m", "tests.integration.multinode", "--store", uri, "--line", "cell-7"]
     command += ["--reading", reading, "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from lineguard.deployments.keys import KeyRing
-from tests.deployments.conftest import ORIGIN, Keys, Service, wait_for
-
-pytestmark = pytest.mark.ray
+from tests.integration.conftest import ORIGIN, Keys, Service
+from tests.support import wait_for
 
 
 def bearer(key: str) -> dict[str, str]:

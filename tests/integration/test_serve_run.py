@@ -3,43 +3,55 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from lineguard.cli.launcher import descendants
 from lineguard.registry.store import ModelStore
-from lineguard.training.fit_image import FitOptions, fit_image_line
-from tests.deployments.conftest import free_port
+from lineguard.training.fit_image import fit_image_line
+from lineguard.training.options import FitOptions
+from tests.support import free_port
 
-pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# Runs before the session's shared application is started (files in this folder run in name order):
-# with HAProxy, a second Serve instance started on this machine while the first one runs has been
-# seen answering from the first instance's application.
 def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Path) -> None:
+    """A second Serve with HAProxy on this machine beside the session's: every fixed port and file of Serve's
+    HAProxy (side ports, the fallback proxy, configuration, admin socket, server state; two instances
+    overwrote each other's, or one answered for the other) is moved to this instance's own, so the test
+    passes in any order."""
     store = ModelStore(tmp_path / "store")
     fit_image_line(
         "line-1", synthetic_line, FitOptions(head_params={"bank_size": 512}, evaluate=False, progress=False), store
     )
     port = free_port()
+    haproxy = Path(tempfile.mkdtemp(prefix="lg-haproxy-", dir="/tmp"))  # short: a socket path has 107 bytes
     env = {
         **os.environ,
         "RAY_ADDRESS": "local",  # a private Ray, even while the test session's Ray runs
         # HAProxy's fixed side ports, moved so that this instance and the session's can coexist
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "32000",
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "32999",
-        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": "42000",
-        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": "42999",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy / "server-state"),
+        # HAProxy's backup server is the Serve proxy's fallback on a fixed port (8500): left there, this
+        # instance's HAProxy sent its requests to the session's proxy, and answered for the wrong service
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
+        # the replicas' direct-ingress ports: a range of their own, below the ephemeral ports free_port() uses
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "31100",
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "31999",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": "41100",
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": "41999",
     }
     command = [
         sys.executable,
@@ -56,6 +68,9 @@ def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Pa
         str(port),
     ]
     started = time.monotonic()
+    env["TMPDIR"] = str(tmp_path / "tmp")  # where the launcher writes its prepared config (and must clean up)
+    env["RAY_TMPDIR"] = "/tmp"  # Ray keeps its default (its socket paths must stay short)
+    (tmp_path / "tmp").mkdir()
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -94,6 +109,8 @@ def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Pa
     while (alive := [p for p in tree if _running(p)]) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not alive, f"processes left running after SIGTERM: {[_describe(p) for p in alive]}"
+    assert not list((tmp_path / "tmp").glob("lineguard-serve-*")), "the launcher left its temporary folder"
+    shutil.rmtree(haproxy, ignore_errors=True)
 
 
 def _running(pid: int) -> bool:

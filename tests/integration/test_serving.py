@@ -7,6 +7,7 @@ import base64
 import io
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -14,11 +15,10 @@ import pytest
 from PIL import Image
 
 from lineguard.history.ids import is_id
-from lineguard.training.fit_image import FitOptions, fit_image_line
-from tests.deployments.conftest import CLASSIFIER_LINE, LINES, MAX_IMAGE_BYTES, SENSOR_LINE, Service
-from tests.models.test_preprocess import png_header_only
-
-pytestmark = pytest.mark.ray
+from lineguard.training.fit_image import fit_image_line
+from lineguard.training.options import FitOptions
+from tests.integration.conftest import CLASSIFIER_LINE, LINES, MAX_IMAGE_BYTES, SENSOR_LINE, Service
+from tests.support import png_header_only
 
 
 def images(service: Service, kind: str = "good", count: int = 4) -> list[Path]:
@@ -186,7 +186,7 @@ def test_bad_requests_get_named_4xx_errors(service: Service, synthetic_line: Pat
     good = images(service, "good", 1)[0].read_bytes()
     big = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (1200, 1200, 3), dtype="uint8")).save(big, "PNG")
-    cases = [
+    cases: list[tuple[str, str, dict[str, Any], int, str]] = [
         (
             "POST",
             "/v1/lines/press-a/predict",

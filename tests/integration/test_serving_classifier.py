@@ -12,10 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from lineguard.registry.loaders import load_classifier
-from tests.deployments.conftest import CLASSIFIER_LINE, IMAGE_SIZE, LINES, Service
-
-pytestmark = pytest.mark.ray
+from lineguard.registry.image_models import load_classifier
+from tests.integration.conftest import CLASSIFIER_LINE, IMAGE_SIZE, LINES, Service
 
 PREDICT = f"/v1/lines/{CLASSIFIER_LINE}/predict"
 
@@ -29,9 +27,11 @@ def post(client: httpx.Client, path: Path, route: str = PREDICT, **data: str) ->
 
 
 def in_process(service: Service, paths: list[Path]) -> np.ndarray:
-    from lineguard.models.preprocess import PreprocessConfig, load_file
+    from lineguard.models.preprocess import PreprocessConfig
+    from lineguard.models.spec import Runtime
+    from lineguard.models.tensors import load_file
 
-    _, extractor, classifier = load_classifier(service.store, CLASSIFIER_LINE, device="cpu")
+    _, extractor, classifier = load_classifier(service.store, CLASSIFIER_LINE, runtime=Runtime(device="cpu"))
     config = PreprocessConfig(IMAGE_SIZE, extractor.mean, extractor.std)
     features = extractor.extract(torch.stack([load_file(p, config) for p in paths]))
     return np.stack([d.probabilities for d in classifier.predict(features)])

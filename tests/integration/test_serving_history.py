@@ -20,9 +20,7 @@ import ray
 from PIL import Image
 
 from lineguard.training.sensor_data import read_table
-from tests.deployments.conftest import CLASSIFIER_LINE, SENSOR_LINE, Service
-
-pytestmark = pytest.mark.ray
+from tests.integration.conftest import CLASSIFIER_LINE, SENSOR_LINE, Service
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
@@ -156,7 +154,8 @@ def test_feedback_changes_the_rates_and_feeds_the_suggestion(service: Service) -
         assert rates["feedback"]["over_detection_rate"] == pytest.approx(suggestion["over_detection_rate"])
         assert rates["feedback"]["n"] == suggestion["n_defective"] + suggestion["n_good"]
         card = service.store.read_card(line)
-        assert rates["calibration"]["good"] == card.calibration["n"] and rates["calibration"]["defective"] == 0
+        assert card.calibration.normal is not None
+        assert rates["calibration"]["good"] == card.calibration.normal.n and rates["calibration"]["defective"] == 0
         assert rates["combined"]["n"] == rates["calibration"]["n"] + rates["feedback"]["n"]
         assert rates["range"]["min"] < min(rates["threshold"], rates["current_threshold"]) < rates["range"]["max"]
         now = client.get(f"/v1/lines/{line}/threshold/rates").json()

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from lineguard.history.ids import is_id
-from lineguard.registry.loaders import sensor_model_from_card
-from lineguard.training.fit_sensor import SensorFitOptions, fit_sensor_line
+from lineguard.registry.sensor_models import sensor_model
+from lineguard.training.fit_sensor import fit_sensor_line
+from lineguard.training.options import SensorFitOptions
+from lineguard.training.options import SensorTrainOptions as TrainOptions
 from lineguard.training.sensor_data import SensorTable, read_table
 from lineguard.training.synthetic_sensor import FEATURES
-from lineguard.training.train_sensor import TrainOptions
-from tests.deployments.conftest import LINES, SENSOR_LINE, Service
+from tests.integration.conftest import LINES, SENSOR_LINE, Service
 
-pytestmark = pytest.mark.ray
 PREDICT = f"/v1/lines/{SENSOR_LINE}/predict"
 
 
@@ -28,13 +28,18 @@ def table(service: Service) -> SensorTable:
     return read_table(service.sensor_data)
 
 
+def labels_of(table: SensorTable) -> np.ndarray:
+    assert table.labels is not None  # the synthetic table is labelled
+    return table.labels
+
+
 def in_process(service: Service, values: np.ndarray, line: str = SENSOR_LINE) -> np.ndarray:
-    model = sensor_model_from_card(service.store, service.store.read_card(line))
+    model = sensor_model(service.store, service.store.read_card(line))
     return model.predict(values).scores
 
 
 def test_single_reading_matches_the_in_process_model(service: Service, table: SensorTable) -> None:
-    faulty = int(np.nonzero(table.labels)[0][0])
+    faulty = int(np.nonzero(labels_of(table))[0][0])
     with service.client() as client:
         for row in (0, faulty):
             reading = table.values[row].tolist()
@@ -63,8 +68,8 @@ def test_batch_and_named_readings(service: Service, table: SensorTable) -> None:
         np.testing.assert_allclose(body["scores"], in_process(service, rows), rtol=1e-5)
         flagged = np.array(body["status"]) == "anomaly"
         assert body["anomalies"] == int(flagged.sum())
-        assert flagged[table.labels[:1500] == 1].mean() > 0.8  # faults found at the calibrated threshold
-        assert flagged[table.labels[:1500] == 0].mean() < 0.05
+        assert flagged[labels_of(table)[:1500] == 1].mean() > 0.8  # faults found at the calibrated threshold
+        assert flagged[labels_of(table)[:1500] == 0].mean() < 0.05
         named = [dict(zip(FEATURES, map(float, row), strict=True)) for row in rows[:3]]
         one = client.post(PREDICT, json={"features": named[0]}).json()
         many = client.post(PREDICT, json={"features": named}).json()

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.deployments.conftest import CLASSIFIER_LINE, LINES, SENSOR_LINE, Keys, Service
+from tests.integration.conftest import CLASSIFIER_LINE, LINES, SENSOR_LINE, Keys, Service
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 VIEWPORT = {"width": 1280, "height": 1000}

@@ -10,7 +10,8 @@ import pytest
 
 from lineguard.cli.main import main
 from lineguard.deployments.keys import KEYS_FILE, KeyRing
-from lineguard.registry.store import ModelStore, StoreError
+from lineguard.errors import NotFoundError, StoreError
+from lineguard.registry.store import ModelStore
 
 
 def test_keys_are_stored_hashed_and_checked(store: ModelStore) -> None:
@@ -41,7 +42,7 @@ def test_revoked_keys_stop_working_and_the_last_revocation_opens_nothing(store: 
     table = ring.table()
     assert table.authenticate(key) is None and table.authenticate(other) is not None
     assert [r.active for r in ring.records()] == [False, True]  # kept, for the audit trail
-    with pytest.raises(ValueError, match="keys list"):
+    with pytest.raises(NotFoundError, match="keys list"):
         ring.revoke("ffffffff")
     with pytest.raises(ValueError, match="invalid line name"):
         ring.create("bad", lines=["../../etc"])
@@ -72,5 +73,5 @@ def test_cli_create_list_revoke(store: ModelStore, capsys: pytest.CaptureFixture
     assert main(["--store", root, "keys", "revoke", key_id]) == 0
     assert main(["--store", root, "keys", "list"]) == 0
     assert "revoked" in capsys.readouterr().out
-    assert main(["--store", root, "keys", "revoke", "nope"]) == 2
+    assert main(["--store", root, "keys", "revoke", "nope"]) == 5  # not found
     assert json.loads((Path(root) / KEYS_FILE).read_text())[0]["revoked_at"]

@@ -12,7 +12,8 @@ import numpy as np
 
 from lineguard.deployments.outbox import Outbox
 from lineguard.history.db import HistoryDB, HistoryQuery
-from tests.history.test_db import rows_for
+from lineguard.history.rows import RowBatch
+from tests.support import rows_for
 
 
 class FlakyDB:
@@ -22,7 +23,7 @@ class FlakyDB:
         self.down = False
         self.calls = 0
 
-    async def send(self, rows: list[dict[str, Any]]) -> int:
+    async def send(self, rows: RowBatch) -> int:
         self.calls += 1
         if self.down:
             raise ConnectionError("database is down")

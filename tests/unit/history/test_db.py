@@ -3,42 +3,29 @@ writes, pages and filters, feedback, and the reports built on them."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lineguard.errors import ConfigError
 from lineguard.history.db import MAX_PAGE, HistoryDB, HistoryQuery
 from lineguard.history.ids import decode_cursor, encode_cursor, id_time, is_id, new_ids, parse_window
 from lineguard.history.migrate import current
 from lineguard.history.reports import LineFacts, line_drift, line_stats, score_histogram, threshold_suggestion
+from lineguard.history.rows import RECORD_FIELDS, StoredPrediction
+from lineguard.history.tables import COLUMNS
 from lineguard.models.drift import DriftRules
-
-
-def rows_for(line: str, scores: np.ndarray, threshold: float = 1.0, **extra: object) -> list[dict[str, object]]:
-    now = time.time()
-    ids = new_ids(len(scores), now)
-    return [
-        {
-            "id": i,
-            "line": line,
-            "kind": "image-anomaly",
-            "model_version": "v1",
-            "ts": now,
-            "score": float(s),
-            "threshold": threshold,
-            "decision": "ng" if s > threshold else "ok",
-            "is_anomaly": bool(s > threshold),
-            "latency_ms": 5.0 + k % 10,
-            "input_stat": 0.5,
-            **extra,
-        }
-        for k, (i, s) in enumerate(zip(ids, scores, strict=True))
-    ]
+from lineguard.registry.kinds import LineKind
+from tests.support import rows_for
 
 
 def facts(line: str = "a", reference: tuple[float, ...] = ()) -> LineFacts:
-    return LineFacts(line, "image-anomaly", "v1", 1.0, ("ok", "ng"), "ok", reference, ())
+    return LineFacts(line, LineKind.IMAGE_ANOMALY, "v1", 1.0, ("ok", "ng"), "ok", reference, ())
 
 
 def test_migrations_reach_head_and_are_idempotent(history_db: HistoryDB) -> None:
@@ -55,11 +42,12 @@ def test_writes_are_idempotent_and_pages_walk_newest_first(history_db: HistoryDB
     seen, after = [], None
     while True:
         page = history_db.page(HistoryQuery(line="a"), after, limit=10)
-        seen += [r["id"] for r in page]
+        seen += [r.id for r in page]
         if len(page) < 10:
             break
-        after = decode_cursor(encode_cursor(page[-1]["id"]))
-    assert seen == sorted((r["id"] for r in rows[:25]), reverse=True)
+        after = decode_cursor(encode_cursor(page[-1].id))
+    assert seen == sorted((r.id for r in rows[:25]), reverse=True)
+    assert isinstance(page[0], StoredPrediction) and page[0].label is None
     assert len(history_db.page(HistoryQuery(), limit=10**6)) == 30  # bounded to MAX_PAGE, here all 30
     assert MAX_PAGE == 1000
 
@@ -84,15 +72,15 @@ def test_feedback_changes_the_rates(history_db: HistoryDB) -> None:
     # operators: the 0.8 part was defective (a miss), the 1.2 part was good (an over-detection)
     labels = ["ok", "ok", "ok", "ok", "ng", "ng"]
     for row, label in zip(rows, labels, strict=True):
-        assert history_db.set_feedback(str(row["id"]), label, time.time(), "op", None)
+        assert history_db.set_feedback(row.id, label, time.time(), "op", None)
     assert not history_db.set_feedback("0" * 26, "ok", time.time(), None, None)
     stats = line_stats(history_db, facts(), 0.0, 1000)
     c = stats["confusion"]
     assert (c["true_positive"], c["false_negative"], c["false_positive"], c["true_negative"]) == (1, 1, 1, 3)
     assert c["miss_rate"] == pytest.approx(0.5) and c["over_detection_rate"] == pytest.approx(0.25)
     assert stats["latency_ms"]["p50"] is not None
-    row = history_db.get(str(rows[5]["id"]))
-    assert row is not None and row["label"] == "ng" and row["labelled_by"] == "op"
+    stored = history_db.get(rows[5].id)
+    assert stored is not None and stored.label == "ng" and stored.labelled_by == "op" and stored.score == 0.8
 
     hist = score_histogram(history_db, facts(), ("v1",), 0.0, 1000, bins=10)
     assert sum(hist["counts"]["good"]) == 4 and sum(hist["counts"]["defective"]) == 2
@@ -118,8 +106,45 @@ def test_ids_windows_and_cursors() -> None:
     assert all(is_id(i) for i in ids) and abs(id_time(ids[0]) - time.time()) < 5
     assert parse_window("24h") == 86400 and parse_window("90") == 90
     for bad in ("", "-1h", "1y", "nan", "401d"):
-        with pytest.raises(ValueError, match="duration"):
+        with pytest.raises(ConfigError, match="duration"):
             parse_window(bad)
     for bad in ("xyz", encode_cursor("not-an-id!")[:-1] + "A", "A" * 100):
-        with pytest.raises(ValueError, match="cursor"):
+        with pytest.raises(ConfigError, match="cursor"):
             decode_cursor(bad)
+
+
+def test_the_typed_rows_are_the_tables_columns() -> None:
+    """A column added to the table without its field (or the other way round) is caught here."""
+    assert set(RECORD_FIELDS) < set(COLUMNS)
+    assert set(StoredPrediction.__dataclass_fields__) == set(COLUMNS)
+
+
+def test_concurrent_first_migrations_of_a_fresh_database(tmp_path: Path) -> None:
+    """Threads (a Recorder's) and processes (two replicas) that reach a fresh SQLite file at once: exactly one
+    migrates, the others find the schema at head, and nobody fails (before: KeyError 'script' or 'table
+    alembic_version already exists', 5 of 5 times)."""
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    errors: list[BaseException] = []
+
+    def first_call(db: HistoryDB) -> None:
+        try:
+            db.migrate()
+            db.insert(rows_for("a", np.zeros(3)))
+        except BaseException as err:
+            errors.append(err)
+
+    one = HistoryDB(url)  # threads of one process, on one database object and on several
+    threads = [threading.Thread(target=first_call, args=(one if i % 2 else HistoryDB(url),)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    processes = [
+        subprocess.Popen([sys.executable, "-c", MIGRATE, url]) for _ in range(3)
+    ]  # separate processes: the file lock
+    assert [p.wait(timeout=120) for p in processes] == [0, 0, 0]
+    assert errors == [] and current(one.engine) == "0001"
+    assert one.count(HistoryQuery(line="a")) == 8 * 3
+
+
+MIGRATE = "import sys; from lineguard.history.db import HistoryDB; HistoryDB(sys.argv[1]).migrate()"

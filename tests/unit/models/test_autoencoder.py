@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from lineguard.errors import ConfigError, CorruptModelError, FeatureMismatchError, NotFittedError
 from lineguard.models.autoencoder import FeatureScaler, SensorAutoEncoder
-from lineguard.models.heads.base import NotFittedError
 from lineguard.models.sensor_model import SensorModel, gelu
 from lineguard.models.threshold import Threshold
+from lineguard.training.options import SensorTrainOptions as TrainOptions
 from lineguard.training.synthetic_sensor import normal_operation
-from lineguard.training.train_sensor import TrainOptions, train_autoencoder
+from lineguard.training.train_sensor import train_autoencoder
 
 
 def test_scaler_standardises_and_inverts() -> None:
@@ -33,10 +34,10 @@ def test_shapes_widths_and_bad_input() -> None:
     assert [m.out_features for m in model.encoder if isinstance(m, torch.nn.Linear)] == [16, 8, 3]
     assert [m.out_features for m in model.decoder if isinstance(m, torch.nn.Linear)] == [8, 16, 12]
     assert SensorAutoEncoder(12).latent == 4
-    with pytest.raises(ValueError, match="at least 2 features"):
+    with pytest.raises(ConfigError, match="at least 2 features"):
         SensorAutoEncoder(1)
     model.scaler.fit(torch.randn(10, 12))
-    with pytest.raises(ValueError, match=r"shape \(B, 12\)"):
+    with pytest.raises(FeatureMismatchError, match=r"shape \(B, 12\)"):
         model(torch.zeros(2, 5))
 
 
@@ -98,11 +99,11 @@ def test_sensor_model_answers_in_columns(trained: tuple[SensorAutoEncoder, np.nd
     np.testing.assert_array_equal(out.is_anomaly, out.scores > 0.05)
     np.testing.assert_allclose(out.normalized, np.maximum(0, (out.scores - 0.01) / 0.04), rtol=1e-6)
     assert SensorModel.from_torch(model, threshold, names, top_k=12).predict(normal[:2]).top_index.shape == (2, 12)
-    with pytest.raises(ValueError, match=r"\(B, 12\)"):
+    with pytest.raises(FeatureMismatchError, match=r"\(B, 12\)"):
         sensor.predict(normal[:2, :5])
-    with pytest.raises(ValueError, match="feature names"):
+    with pytest.raises(CorruptModelError, match="feature names"):
         SensorModel.from_torch(model, threshold, names[:3])
-    with pytest.raises(ValueError, match="no encoder layers"):
+    with pytest.raises(CorruptModelError, match="no encoder layers"):
         SensorModel({"scaler.mean": np.zeros(12), "scaler.std": np.ones(12)}, threshold, names)
 
 

@@ -6,17 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from lineguard.errors import CorruptModelError, FeatureMismatchError, NotFittedError
 from lineguard.models.backbone import FeatureExtractor
-from lineguard.models.classifier import (
-    BackboneTail,
-    ImageClassifier,
-    LineClassifier,
-    SeverityRules,
-    decide,
-    fit_temperature,
-)
-from lineguard.models.heads import NotFittedError
-from lineguard.models.metrics import class_metrics, expected_calibration_error
+from lineguard.models.calibration import expected_calibration_error, fit_temperature, nll, softmax
+from lineguard.models.classifier import BackboneTail, ImageClassifier, LineClassifier
+from lineguard.models.decisions import SeverityRules, decide
+from lineguard.models.metrics import ClassScore, class_metrics
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +64,7 @@ def test_frozen_and_trained_parts_compose(extractor: FeatureExtractor, tail: str
     if tail == "finetune":
         assert all(p.requires_grad for p in model.tail.last.parameters())  # type: ignore[union-attr]
         assert not any(p.requires_grad for p in model.tail.prefix.parameters())  # type: ignore[union-attr]
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(FeatureMismatchError, match="channels"):
         model.frozen_inputs(features[:1])
 
 
@@ -81,7 +76,7 @@ def test_state_round_trip_keeps_answers(extractor: FeatureExtractor) -> None:
     )
     model.temperature.fill_(2.5)
     with torch.no_grad():
-        model.tail.last[0].conv_pw.weight.mul_(1.5)  # type: ignore[union-attr, index]  # "fine-tuned"
+        model.tail.last[0].conv_pw.weight.mul_(1.5)  # type: ignore[union-attr]  # "fine-tuned"
     snapshot = model.fitted_state()
     with torch.no_grad():
         next(model.head.parameters()).add_(1.0)  # training goes on: a snapshot must not follow it
@@ -90,7 +85,7 @@ def test_state_round_trip_keeps_answers(extractor: FeatureExtractor) -> None:
     rebuilt = ImageClassifier(**model.params())
     rebuilt.load_fitted_state(model.fitted_state())
     np.testing.assert_allclose(rebuilt.eval().probabilities(features), model.eval().probabilities(features))
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(CorruptModelError, match="does not match"):
         ImageClassifier(extractor.channels, 2, tail="none").load_fitted_state(model.fitted_state())
 
 
@@ -149,9 +144,22 @@ def test_class_metrics_and_calibration_error() -> None:
     predicted = np.array([0, 1, 1, 1, 2, 0])
     probabilities = np.eye(3)[predicted] * 0.7 + 0.1
     metrics = class_metrics(labels, predicted, probabilities, ["a", "b", "c"])
-    assert metrics["accuracy"] == pytest.approx(4 / 6)
-    assert metrics["confusion_matrix"]["rows_true_columns_predicted"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
-    assert metrics["per_class"]["b"] == {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2}
+    assert metrics.accuracy == pytest.approx(4 / 6)
+    assert metrics.confusion_matrix.rows_true_columns_predicted == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert metrics.per_class["b"] == ClassScore(precision=2 / 3, recall=1.0, f1=0.8, support=2)
+    assert metrics.per_class["c"].precision == 1.0 and metrics.per_class["c"].recall == 0.5
     assert expected_calibration_error(probabilities, labels) == pytest.approx(abs(0.8 - 4 / 6))
+    assert expected_calibration_error(np.zeros((0, 3)), []) is None
     two = class_metrics([0, 1, 1], [0, 1, 0], np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), ["good", "bad"])
-    assert two["roc_auc"] == 1.0
+    assert two.roc_auc == 1.0
+
+
+def test_softmax_and_nll_agree_with_their_definitions() -> None:
+    """One softmax and one NLL serve the temperature fit, the fit's calibration report and the evaluation."""
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]])
+    p = softmax(logits, 2.0)
+    expected = np.exp(logits / 2) / np.exp(logits / 2).sum(1, keepdims=True)
+    np.testing.assert_allclose(p, expected)
+    assert nll(logits, [0, 2], 2.0) == pytest.approx(-np.log(expected[[0, 1], [0, 2]]).mean())
+    big = np.array([[1000.0, -1000.0]])  # no overflow: computed in log space
+    assert nll(big, [1]) == pytest.approx(2000.0) and softmax(big)[0, 0] == 1.0

@@ -5,29 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lineguard.models.heads import HEADS, NotFittedError, build_head
+from lineguard.errors import FeatureMismatchError, NotFittedError
+from lineguard.models.heads import HEADS, PatchCore, build_head
+from lineguard.models.heads.base import AnomalyHead
+from tests.support import normal_features, with_defect
 
 
-def normal_features(n: int, seed: int = 0) -> list[torch.Tensor]:
-    """Two-layer feature maps (stride 8 and 16 of a 128 px image): a smooth texture plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    base0 = torch.sin(torch.linspace(0, 6, 16))[None, None, :, None] * torch.ones(1, 12, 16, 16)
-    base1 = torch.cos(torch.linspace(0, 6, 8))[None, None, None, :] * torch.ones(1, 20, 8, 8)
-    return [
-        base0 + 0.1 * torch.randn(n, 12, 16, 16, generator=g),
-        base1 + 0.1 * torch.randn(n, 20, 8, 8, generator=g),
-    ]
-
-
-def with_defect(features: list[torch.Tensor]) -> list[torch.Tensor]:
-    """A strong local change around cell (4, 10) of the finest grid."""
-    out = [f.clone() for f in features]
-    out[0][:, :, 3:6, 9:12] += 2.0
-    out[1][:, :, 2, 5] += 2.0
-    return out
-
-
-def fitted(kind: str) -> torch.nn.Module:
+def fitted(kind: str) -> AnomalyHead:
     head = build_head(kind, **({"bank_size": 512} if kind == "patchcore" else {}))
     head.plan(40)
     head.fit([normal_features(20, seed=1), normal_features(20, seed=2)])
@@ -50,8 +34,8 @@ def test_planted_defect_scores_higher_where_it_is(kind: str) -> None:
     peak = defect.patch_scores[0].flatten().argmax()
     row, col = divmod(int(peak), 16)
     assert abs(row - 4) <= 2 and abs(col - 10) <= 2, f"peak at {(row, col)}, defect at (4, 10)"
-    if defect.image_scores is not None:
-        assert (defect.image_scores > normal.image_scores).all()  # type: ignore[operator]
+    if defect.image_scores is not None and normal.image_scores is not None:
+        assert (defect.image_scores > normal.image_scores).all()
 
 
 @pytest.mark.parametrize("kind", sorted(HEADS))
@@ -66,7 +50,7 @@ def test_state_round_trip_gives_identical_scores(kind: str) -> None:
 @pytest.mark.parametrize("kind", sorted(HEADS))
 def test_features_from_another_backbone_are_refused(kind: str) -> None:
     head = fitted(kind)
-    with pytest.raises(ValueError, match="fitted on feature maps with channels"):
+    with pytest.raises(FeatureMismatchError, match="fitted on feature maps with channels"):
         head([torch.randn(1, 13, 16, 16), torch.randn(1, 20, 8, 8)])
 
 
@@ -93,10 +77,12 @@ def test_padim_inverts_all_152_features_of_the_default_backbone() -> None:
 
 def test_patchcore_bank_respects_its_caps() -> None:
     head = build_head("patchcore", bank_size=100, coreset_ratio=1.0)
+    assert isinstance(head, PatchCore)
     head.plan(20)
     head.fit([normal_features(20)])
     assert head.memory_bank.shape == (100, 32)
     small = build_head("patchcore", bank_size=10_000, coreset_ratio=0.05)
+    assert isinstance(small, PatchCore)
     small.plan(20)
     small.fit([normal_features(20)])
     assert small.memory_bank.shape[0] == round(0.05 * 20 * 256)

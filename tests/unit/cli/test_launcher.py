@@ -1,0 +1,32 @@
+"""Which serve_config.yaml ``lineguard serve`` and ``lineguard demo`` use, and the copy they hand to ``serve run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lineguard.cli import launcher
+from lineguard.errors import ConfigError
+
+
+def test_the_working_folders_config_comes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "serve_config.yaml").write_text(launcher.CHECKOUT_CONFIG.read_text())
+    monkeypatch.chdir(tmp_path)
+    assert launcher.config_path() == Path("serve_config.yaml")
+
+
+def test_from_any_other_folder_the_checkouts_config_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert launcher.config_path() == launcher.CHECKOUT_CONFIG
+    with launcher.prepared_config(launcher.config_path(), store=str(tmp_path / "store"), port=8123) as copy:
+        data = yaml.safe_load(copy.read_text())
+        assert data["http_options"]["port"] == 8123
+        assert data["applications"][0]["args"]["store"] == str(tmp_path / "store")
+    assert not copy.parent.exists()
+
+
+def test_a_missing_config_names_the_flag(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="pass --config"):
+        launcher.config_path(tmp_path / "nope.yaml")

@@ -1,0 +1,131 @@
+"""The trips down the graph, with fake handles: one call per hop per micro-batch, a Scorer call per line,
+results back in order, and a failure kept to the items it concerns."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lineguard.deployments.config import SENSOR_CHUNK_ROWS, BackboneArgs
+from lineguard.deployments.lines import LineEntry
+from lineguard.deployments.messages import ItemError, ScoreResult
+from lineguard.deployments.pipeline import ImageItem, ImagePipeline, SensorPipeline
+from lineguard.errors import DataError, FeatureMismatchError, UnavailableError
+from lineguard.registry.store import ModelStore
+from tests.support import (
+    CLASSIFIER_LINE,
+    IMAGE_LINE,
+    OTHER_BACKBONE_LINE,
+    SENSOR_LINE,
+    FakeBackbone,
+    FakeHandle,
+    FakePreprocessor,
+    FakeScorer,
+    FakeSensorScorer,
+    write_service_lines,
+)
+
+
+def png(value: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (16, 16), value).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def lines(tmp_path: Path) -> tuple[ModelStore, dict[str, LineEntry]]:
+    store = ModelStore(tmp_path / "store")
+    write_service_lines(store)
+    return store, {line: LineEntry(store.read_card(line)) for line in store.lines()}
+
+
+def image_pipeline(scorer: FakeScorer | None = None) -> tuple[ImagePipeline, list[tuple[str, object]]]:
+    calls: list[tuple[str, object]] = []
+    args = BackboneArgs(image_size=64)
+    pipeline = ImagePipeline(
+        FakeHandle(FakePreprocessor(), calls=calls),
+        [(args, FakeHandle(FakeBackbone(), calls=calls))],
+        FakeHandle(scorer or FakeScorer(), calls=calls),
+        max_pixels=10_000_000,
+        timeout_s=5,
+    )
+    return pipeline, calls
+
+
+def test_a_batch_of_two_lines_is_one_preprocessor_one_backbone_and_two_scorer_calls(
+    lines: tuple[ModelStore, dict[str, LineEntry]],
+) -> None:
+    _, entries = lines
+    pipeline, calls = image_pipeline()
+    items = [
+        ImageItem(entries[IMAGE_LINE], png(220), False),
+        ImageItem(entries[CLASSIFIER_LINE], png(20), False),
+        ImageItem(entries[IMAGE_LINE], b"garbage", False),
+        ImageItem(entries[IMAGE_LINE], png(40), True),
+    ]
+    results = asyncio.run(pipeline.run(items))
+    scorer_calls = sorted(str(model) for kind, model in calls if model)
+    assert len(calls) == 4 and scorer_calls == sorted([f"{CLASSIFIER_LINE}@v1", f"{IMAGE_LINE}@v1"])
+    assert isinstance(results[0], ScoreResult) and results[0].decision.is_anomaly
+    assert isinstance(results[3], ScoreResult) and not results[3].decision.is_anomaly
+    assert results[3].decision.anomaly_map is not None  # the item that asked for a map got one
+    assert isinstance(results[2], ItemError) and results[2].status == 422  # its neighbours are answered
+    assert type(results[1]).__name__ == "ClassResult"
+
+
+def test_a_failed_scorer_call_fails_that_lines_items_only(lines: tuple[ModelStore, dict[str, LineEntry]]) -> None:
+    _, entries = lines
+    pipeline, _ = image_pipeline(FakeScorer(fail_for={f"{CLASSIFIER_LINE}@v1"}))
+    items = [ImageItem(entries[CLASSIFIER_LINE], png(200), False), ImageItem(entries[IMAGE_LINE], png(200), False)]
+    first, second = asyncio.run(pipeline.run(items))
+    assert isinstance(first, ItemError) and first.status == 503 and first.retry_after_s == 1
+    assert isinstance(second, ScoreResult)
+
+
+def test_what_a_line_cannot_answer_is_refused_before_the_graph(lines: tuple[ModelStore, dict[str, LineEntry]]) -> None:
+    _, entries = lines
+    pipeline, calls = image_pipeline()
+    with pytest.raises(DataError, match="does not take images"):
+        asyncio.run(pipeline.score(entries[SENSOR_LINE], [png(1)], False))
+    with pytest.raises(FeatureMismatchError, match="does not run"):
+        asyncio.run(pipeline.score(entries[OTHER_BACKBONE_LINE], [png(1)], False))
+    assert calls == []
+
+
+def test_a_slow_graph_is_a_timeout_not_a_hang(lines: tuple[ModelStore, dict[str, LineEntry]]) -> None:
+    _, entries = lines
+    pipeline, _ = image_pipeline()
+    pipeline.timeout_s = 0.05
+
+    async def slow(item: ImageItem) -> ItemError:
+        await asyncio.sleep(1)
+        return ItemError(500, "never")
+
+    pipeline.batched = slow
+    with pytest.raises(UnavailableError, match=r"longer than 0\.05 s"):
+        asyncio.run(pipeline.score(entries[IMAGE_LINE], [png(1)], False))
+
+
+def test_sensor_requests_of_several_lines_and_sizes(lines: tuple[ModelStore, dict[str, LineEntry]]) -> None:
+    store, entries = lines
+    handle = FakeHandle(FakeSensorScorer(store))
+    pipeline = SensorPipeline(handle, timeout_s=5)
+    entry = entries[SENSOR_LINE]
+    rng = np.random.default_rng(0)
+    small = [rng.normal(size=(k, 12)).astype(np.float32) for k in (1, 3, 2)]
+    gathered = asyncio.run(pipeline.run([(entry.model_id, v) for v in small]))  # one micro-batch
+    assert len(handle.calls) == 1  # one SensorScorer call for the line's three requests
+    for values, result in zip(small, gathered, strict=True):
+        assert not isinstance(result, ItemError) and len(result.out.scores) == len(values)
+    alone = asyncio.run(pipeline.score(entry, small[1]))
+    np.testing.assert_allclose(alone.out.scores, gathered[1].out.scores)  # type: ignore[union-attr]
+    large = rng.normal(size=(SENSOR_CHUNK_ROWS * 2 + 5, 12)).astype(np.float32)
+    before = len(handle.calls)
+    answer = asyncio.run(pipeline.score(entry, large))
+    assert len(handle.calls) - before == 3 and len(answer.out.scores) == len(large)  # in chunks, in order
+    np.testing.assert_allclose(answer.out.scores[-5:], asyncio.run(pipeline.score(entry, large[-5:])).out.scores)
