@@ -9,6 +9,7 @@ module pairs masks by sorted position. Needs the ``bench`` extra (``pip install 
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,12 +29,12 @@ def available() -> bool:
     return True
 
 
-def _load_weights(model: torch.nn.Module, backbone: str) -> None:
+def _load_weights(model: Any, backbone: str) -> None:
     source = resolve(backbone, "auto")
     if source.file is None:
         raise RuntimeError(f"no offline weights for {backbone}; the anomalib comparison needs them")
     state = load_file(str(source.file))
-    extractor = model.feature_extractor.feature_extractor  # type: ignore[union-attr]
+    extractor = model.feature_extractor.feature_extractor
     missing, _ = extractor.load_state_dict(state, strict=False)
     if missing:
         raise RuntimeError(f"anomalib extractor weights incomplete: missing {missing[:5]}")
@@ -44,7 +45,7 @@ def run(
     train: torch.Tensor,
     test: torch.Tensor,
     labels: np.ndarray,
-    masks: list[np.ndarray],
+    masks: list[np.ndarray | None],
     backbone: str,
     layers: list[str],
     coreset_ratio: float = 0.01,
@@ -83,12 +84,14 @@ def run(
     all_maps = torch.cat(maps).numpy()
     with_masks = [i for i, m in enumerate(masks) if m is not None]
     pixel = (
-        pixel_roc_auc([masks[i] for i in with_masks], [all_maps[i] for i in with_masks]) if with_masks else float("nan")
+        pixel_roc_auc([m for m in masks if m is not None], [all_maps[i] for i in with_masks])
+        if with_masks
+        else float("nan")
     )
     n = min(timing_images, len(test))
     with torch.no_grad():
         model(test[:1])
-        batch1 = [time_call(lambda i=i: model(test[i : i + 1])) for i in range(n)]
+        batch1 = [time_call(partial(model, test[i : i + 1])) for i in range(n)]
         batch16 = [time_call(lambda: model(test[:16])) / 16 for _ in range(max(2, n // 16))]
     return {
         "head": f"anomalib {head}"

@@ -1,7 +1,7 @@
 """Classifier benchmark: the same real line fitted as a classifier and as an anomaly line, on the same
 held-out images, in one run.
 
-    python -m benchmarks.classifier --data ../shared/datasets/magnetic_tile [--task binary|types]
+    python -m benchmarks.classifier --data DATASETS/magnetic_tile [--task binary|types]
                                     [--tail frozen] [--seeds 0,1,2] [--workers 0]
 
 The MVTec-layout data set becomes a class-folder line (``binary``: good vs defective, every defect type
@@ -16,22 +16,26 @@ interleaved image by image so machine noise hits both alike.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks.datasets import DATASETS
 from benchmarks.timing import summary, time_call
-from lineguard.registry.loaders import load_classifier, load_image_model
+from lineguard.models.tensors import load_file
+from lineguard.registry.image_models import load_classifier, load_image_model
 from lineguard.registry.store import ModelStore
 from lineguard.training.classifier_data import LabelledImage, discover_classes, stratified_split
-from lineguard.training.fit_classifier import ClassifierFitOptions, fit_classifier_line
-from lineguard.training.fit_image import FitOptions, fit_image_line
-from lineguard.training.train_classifier import classifier_train_options
+from lineguard.training.fit_classifier import fit_classifier_line
+from lineguard.training.fit_image import fit_image_line
+from lineguard.training.options import ClassifierFitOptions, ClassifierTrainOptions, FitOptions
 
 DEFECTS = ("blowhole", "break", "crack", "fray", "uneven")
 
@@ -70,13 +74,14 @@ def run_seed(data: Path, task: str, seed: int, args: argparse.Namespace, tmp: Pa
         views=args.views,
         seed=seed,
         progress=False,
-        train=classifier_train_options(workers=args.workers, seed=seed),
+        train=ClassifierTrainOptions(workers=args.workers, seed=seed),
     )
     store = ModelStore(tmp / f"store-{seed}")
     started = time.perf_counter()
     report = fit_classifier_line("tiles-classifier", classes, options, store)
     classifier_s = time.perf_counter() - started
-    assert report.metrics is not None
+    assert report.evaluation is not None and report.evaluation.classes is not None
+    evaluation, classes_metrics = report.evaluation, report.evaluation.classes
     # the same split, recomputed (seeded), for the anomaly line
     dataset = discover_classes(classes, merge)
     train, val, test = stratified_split(dataset.labels, options.val_fraction, options.test_fraction, seed)
@@ -84,36 +89,34 @@ def run_seed(data: Path, task: str, seed: int, args: argparse.Namespace, tmp: Pa
     started = time.perf_counter()
     anomaly = fit_image_line("tiles-anomaly", mvtec, FitOptions(seed=seed, progress=False), store)
     anomaly_s = time.perf_counter() - started
-    metrics = anomaly.card.metrics or {}
-    confusion = metrics.get("confusion", {})
-    n = sum(confusion.values()) or 1
-    classes_metrics = report.metrics["classes"]
+    metrics = anomaly.card.metrics
+    assert metrics is not None
     return {
         "seed": seed,
-        "test_images": classes_metrics["n"],
+        "test_images": classes_metrics.n,
         "classifier": {
-            "accuracy": classes_metrics["accuracy"],
-            "roc_auc": classes_metrics["roc_auc"],
-            "defect_auroc": report.metrics.get("image_auroc"),
-            "miss_rate": report.metrics.get("miss_rate"),
-            "over_detection_rate": report.metrics.get("over_detection_rate"),
-            "ece": classes_metrics["ece"],
-            "ece_before_temperature": classes_metrics["ece_before_temperature"],
-            "nll": classes_metrics["nll"],
-            "nll_before_temperature": classes_metrics["nll_before_temperature"],
-            "per_class_recall": {k: v["recall"] for k, v in classes_metrics["per_class"].items()},
-            "confusion_matrix": classes_metrics["confusion_matrix"],
+            "accuracy": classes_metrics.accuracy,
+            "roc_auc": classes_metrics.roc_auc,
+            "defect_auroc": evaluation.image_auroc,
+            "miss_rate": evaluation.miss_rate,
+            "over_detection_rate": evaluation.over_detection_rate,
+            "ece": classes_metrics.ece,
+            "ece_before_temperature": classes_metrics.ece_before_temperature,
+            "nll": classes_metrics.nll,
+            "nll_before_temperature": classes_metrics.nll_before_temperature,
+            "per_class_recall": {k: v.recall for k, v in classes_metrics.per_class.items()},
+            "confusion_matrix": dataclasses.asdict(classes_metrics.confusion_matrix),
             "temperature": report.card.classifier.temperature if report.card.classifier else None,
-            "epochs": report.card.training.get("epochs_run"),
+            "epochs": report.card.training.epochs_run if report.card.training else None,
             "fit_s": round(classifier_s, 1),
             "timings": report.timings,
         },
         "anomaly": {
-            "image_auroc": metrics.get("image_auroc"),
-            "accuracy_at_threshold": (confusion.get("true_positive", 0) + confusion.get("true_negative", 0)) / n,
-            "miss_rate": metrics.get("miss_rate"),
-            "over_detection_rate": metrics.get("over_detection_rate"),
-            "per_type_auroc": {k: v["image_auroc"] for k, v in metrics.get("per_defect_type", {}).items()},
+            "image_auroc": metrics.image_auroc,
+            "accuracy_at_threshold": metrics.confusion.accuracy if metrics.confusion else None,
+            "miss_rate": metrics.miss_rate,
+            "over_detection_rate": metrics.over_detection_rate,
+            "per_type_auroc": {k: v.image_auroc for k, v in metrics.per_defect_type.items()},
             "fit_s": round(anomaly_s, 1),
         },
         "timing": time_both(store, [dataset.items[i].path for i in test[: args.timing_images]]),
@@ -122,20 +125,22 @@ def run_seed(data: Path, task: str, seed: int, args: argparse.Namespace, tmp: Pa
 
 def time_both(store: ModelStore, paths: list[Path]) -> dict[str, Any]:
     """Batch-1 scoring in process: backbone alone, + classifier head, + anomaly head; interleaved."""
-    from lineguard.models.preprocess import load_file
-
     card, extractor, classifier = load_classifier(store, "tiles-classifier")
     _, anomaly = load_image_model(store, "tiles-anomaly", extractor=extractor)
     tensors = [load_file(p, anomaly.preprocess).unsqueeze(0) for p in paths]
     for x in tensors[:3]:  # warm-up
         classifier.predict(extractor.extract(x))
         anomaly.predict_batch(x)
+
+    def classify(x: torch.Tensor) -> object:
+        return classifier.predict(extractor.extract(x))
+
     backbone, with_classifier, with_anomaly = [], [], []
     with torch.inference_mode():
         for x in tensors:
-            backbone.append(time_call(lambda x=x: extractor.extract(x)))
-            with_classifier.append(time_call(lambda x=x: classifier.predict(extractor.extract(x))))
-            with_anomaly.append(time_call(lambda x=x: anomaly.predict_batch(x)))
+            backbone.append(time_call(partial(extractor.extract, x)))
+            with_classifier.append(time_call(partial(classify, x)))
+            with_anomaly.append(time_call(partial(anomaly.predict_batch, x)))
     return {
         "backbone_ms": summary(backbone),
         "classifier_ms": summary(with_classifier),
@@ -148,7 +153,7 @@ def time_both(store: ModelStore, paths: list[Path]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/magnetic_tile"))
+    parser.add_argument("--data", type=Path, default=DATASETS / "magnetic_tile")
     parser.add_argument("--task", choices=["binary", "types"], default="binary")
     parser.add_argument("--tail", choices=["none", "frozen", "finetune"], default="frozen")
     parser.add_argument("--views", type=int, default=4)
@@ -158,7 +163,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args()
     if not (args.data / "train" / "good").is_dir():
-        raise SystemExit(f"{args.data} is not an MVTec-layout data set (see ../shared/datasets/README.md)")
+        raise SystemExit(f"{args.data} is not an MVTec-layout data set (see the README, 'Benchmarks')")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.workers:
         import ray

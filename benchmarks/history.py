@@ -25,30 +25,32 @@ import numpy as np
 from lineguard.history.db import HistoryDB, HistoryQuery
 from lineguard.history.ids import new_ids
 from lineguard.history.reports import LineFacts, line_drift, line_stats, score_histogram
+from lineguard.history.rows import PredictionRow
 from lineguard.models.drift import DriftRules
+from lineguard.registry.kinds import LineKind
 
 
-def make_rows(n: int, lines: list[str], rng: np.random.Generator) -> list[dict[str, Any]]:
+def make_rows(n: int, lines: list[str], rng: np.random.Generator) -> list[PredictionRow]:
     """``n`` rows of a gamma-distributed score, the lines interleaved as a busy factory sends them."""
     now = time.time()
     scores = rng.gamma(2.0, 0.3, n)
     return [
-        {
-            "id": i,
-            "line": lines[k % len(lines)],
-            "kind": "image-anomaly",
-            "model_version": "v1",
-            "ts": now,
-            "sensor_id": f"cam-{k % 8}",
-            "source": f"part-{k}.png",
-            "score": float(s),
-            "threshold": 1.5,
-            "decision": "ng" if s > 1.5 else "ok",
-            "is_anomaly": bool(s > 1.5),
-            "latency_ms": 20.0 + k % 17,
-            "digest": "0" * 32,
-            "input_stat": 0.45,
-        }
+        PredictionRow(
+            id=i,
+            line=lines[k % len(lines)],
+            kind=LineKind.IMAGE_ANOMALY,
+            model_version="v1",
+            ts=now,
+            sensor_id=f"cam-{k % 8}",
+            source=f"part-{k}.png",
+            score=float(s),
+            threshold=1.5,
+            decision="ng" if s > 1.5 else "ok",
+            is_anomaly=bool(s > 1.5),
+            latency_ms=20.0 + k % 17,
+            digest="0" * 32,
+            input_stat=0.45,
+        )
         for k, (i, s) in enumerate(zip(new_ids(n, now), scores, strict=True))
     ]
 
@@ -76,9 +78,11 @@ def run(url: str, rows: int, batch: int, repeat: int) -> dict[str, float]:
 
         with db.engine.begin() as conn:
             conn.execute(text("ANALYZE predictions"))
-    facts = LineFacts("bench-a", "image-anomaly", "v1", 1.5, ("ok", "ng"), "ok", tuple(rng.gamma(2, 0.3, 500)), ())
+    facts = LineFacts(
+        "bench-a", LineKind.IMAGE_ANOMALY, "v1", 1.5, ("ok", "ng"), "ok", tuple(rng.gamma(2, 0.3, 500)), ()
+    )
     for row in data[:8000:4]:  # some feedback on bench-a, as operators give it
-        db.set_feedback(row["id"], "ng" if row["score"] > 1.4 else "ok", time.time(), None, None)
+        db.set_feedback(row.id, "ng" if row.score > 1.4 else "ok", time.time(), None, None)
     out = {
         "rows_per_s": rows / write_s,
         "page_ms": timed(lambda: db.page(HistoryQuery(line="bench-a"), None, 100), repeat),

@@ -1,6 +1,6 @@
 """Image-anomaly benchmark: fit time, scoring time and AUROC of every head, beside anomalib, in one run.
 
-    python -m benchmarks.image_anomaly --data ../shared/datasets/magnetic_tile [--anomalib] [--seeds 0,1,2]
+    python -m benchmarks.image_anomaly --data DATASETS/magnetic_tile [--anomalib] [--seeds 0,1,2]
 
 For each LineGuard head it runs the real fit (``lineguard fit``'s code path, evaluation included), then
 times single images through the in-process pipeline, interleaving "backbone alone" and "backbone +
@@ -15,6 +15,7 @@ import json
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,12 @@ import torch
 
 from benchmarks import anomalib_baseline
 from benchmarks.timing import summary, time_call
-from lineguard.models.preprocess import load_file
-from lineguard.registry.loaders import load_image_model
+from lineguard.models.tensors import load_file
+from lineguard.registry.image_models import load_image_model
 from lineguard.registry.store import ModelStore
 from lineguard.training.data import discover, read_mask
-from lineguard.training.fit_image import FitOptions, fit_image_line
+from lineguard.training.fit_image import fit_image_line
+from lineguard.training.options import FitOptions
 
 
 def bench_head(
@@ -39,27 +41,27 @@ def bench_head(
     workers: int,
     head_params: dict[str, Any],
 ) -> dict[str, Any]:
-    runs = []
+    runs: list[dict[str, Any]] = []
     for seed in seeds:
         options = FitOptions(head=head, head_params=head_params, seed=seed, progress=False, workers=workers)
         started = time.perf_counter()
         report = fit_image_line(f"bench-{head}", data, options, store)
         wall = time.perf_counter() - started
-        metrics = report.evaluation.metrics if report.evaluation else {}
+        metrics = report.evaluation
         runs.append(
             {
                 "seed": seed,
                 "fit_s": round(wall - report.timings.get("evaluate", 0.0), 2),
                 "fit_and_evaluate_s": round(wall, 2),
-                "image_auroc": metrics.get("image_auroc"),
-                "pixel_auroc": metrics.get("pixel_auroc"),
-                "miss_rate": metrics.get("miss_rate"),
-                "over_detection_rate": metrics.get("over_detection_rate"),
+                "image_auroc": metrics.image_auroc if metrics else None,
+                "pixel_auroc": metrics.pixel_auroc if metrics else None,
+                "miss_rate": metrics.miss_rate if metrics else None,
+                "over_detection_rate": metrics.over_detection_rate if metrics else None,
             }
         )
     result: dict[str, Any] = {"head": head, "runs": runs}
     for key in ("fit_s", "image_auroc", "pixel_auroc"):
-        values = [r[key] for r in runs if r[key] is not None]
+        values: list[float] = [r[key] for r in runs if r[key] is not None]
         result[key] = round(statistics.fmean(values), 4) if values else None
         if len(values) > 1:
             result[key + "_sd"] = round(statistics.stdev(values), 4)
@@ -82,12 +84,15 @@ def time_scoring(store: ModelStore, line: str, data: Path, count: int) -> dict[s
     for i in range(3):  # warm-up
         scorer.predict(extractor.extract(batch[i : i + 1]))
     backbone, full, head_only = [], [], []
+
+    def score(x: torch.Tensor) -> object:
+        return scorer.predict(extractor.extract(x))
+
     for i in range(len(batch)):
         x = batch[i : i + 1]
-        backbone.append(time_call(lambda x=x: extractor.extract(x)))
-        full.append(time_call(lambda x=x: scorer.predict(extractor.extract(x))))
-        features = extractor.extract(x)
-        head_only.append(time_call(lambda f=features: scorer.predict(f)))
+        backbone.append(time_call(partial(extractor.extract, x)))
+        full.append(time_call(partial(score, x)))
+        head_only.append(time_call(partial(scorer.predict, extractor.extract(x))))
     batch16 = [
         time_call(lambda: scorer.predict(extractor.extract(batch[:16]))) / 16 for _ in range(max(2, count // 16))
     ]
@@ -113,7 +118,7 @@ def bench_anomalib(data: Path, patchcore_images: int, coreset_ratio: float, timi
     train = torch.stack([load_file(s.path, config) for s in dataset.train])
     test = torch.stack([load_file(s.path, config) for s in dataset.test])
     labels = np.array([s.label for s in dataset.test])
-    masks = [read_mask(s.mask, 256) if (s.label == 0 or s.mask) else None for s in dataset.test]
+    masks = [read_mask(s.mask, 256) if (s.label == 0 or s.mask) else None for s in dataset.test]  # None: no mask
     subset = train[np.random.default_rng(0).permutation(len(train))[:patchcore_images]]
     return [
         anomalib_baseline.run(
@@ -177,7 +182,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
     if not args.data.is_dir():
-        parser.error(f"{args.data} is not a folder (the shared data sets live in ../shared/datasets)")
+        parser.error(f"{args.data} is not a folder (an MVTec-layout data set: see the README, 'Benchmarks')")
     torch.set_num_threads(args.threads)
     if args.workers:
         import ray

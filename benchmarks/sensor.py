@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.serving import ray_memory_mb, start_application
+from benchmarks.serving import add_application_flags, ray_memory_mb, start_application
 from benchmarks.timing import http_load, thread_load
 
 LINE = "sensor-bench"
@@ -33,14 +33,16 @@ LINE = "sensor-bench"
 
 def fit(store_dir: Path, rows: int) -> np.ndarray:
     from lineguard.registry.store import ModelStore
-    from lineguard.training.fit_sensor import SensorFitOptions, fit_sensor_line
+    from lineguard.training.fit_sensor import fit_sensor_line
+    from lineguard.training.options import SensorFitOptions, SensorTrainOptions
     from lineguard.training.sensor_data import read_table
     from lineguard.training.synthetic_sensor import write_csv
-    from lineguard.training.train_sensor import TrainOptions
 
     data = write_csv(store_dir.parent / "line.csv", rows=rows)
-    report = fit_sensor_line(LINE, data, SensorFitOptions(train=TrainOptions(workers=0)), ModelStore(store_dir))
-    print(f"fitted {LINE} on {rows} rows: AUROC {report.metrics and report.metrics['image_auroc']:.4f}", flush=True)
+    options = SensorFitOptions(train=SensorTrainOptions(workers=0))
+    report = fit_sensor_line(LINE, data, options, ModelStore(store_dir))
+    auroc = report.evaluation.image_auroc if report.evaluation else None
+    print(f"fitted {LINE} on {rows} rows: AUROC {auroc}", flush=True)
     return read_table(data).values
 
 
@@ -61,11 +63,11 @@ def rates(result: dict[str, Any], batch: int) -> dict[str, Any]:
 
 
 def in_process(store_dir: Path, values: np.ndarray, clients: int, batch: int, duration: float) -> dict[str, Any]:
-    from lineguard.registry.loaders import sensor_model_from_card
+    from lineguard.registry.sensor_models import sensor_model
     from lineguard.registry.store import ModelStore
 
     store = ModelStore(store_dir)
-    model = sensor_model_from_card(store, store.read_card(LINE))  # NumPy scoring, as in the replica
+    model = sensor_model(store, store.read_card(LINE))  # NumPy scoring, as in the replica
     return rates(thread_load(lambda i: model.predict(rows_of(values, i, batch)), clients, duration), batch)
 
 
@@ -125,10 +127,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="readings per batch request")
     parser.add_argument("--batch-clients", default="1,4", help="concurrent clients for batch requests")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
-    parser.add_argument("--config", type=Path, default=Path(__file__).resolve().parents[1] / "serve_config.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="DEPLOYMENT.KEY=VALUE")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="environment variable for the Ray processes, e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=0")
+    add_application_flags(parser)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     plan = [(int(c), 1) for c in args.clients.split(",")]

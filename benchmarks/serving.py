@@ -1,6 +1,6 @@
 """Serving benchmark: one fitted line scored in process and through Ray Serve over HTTP, side by side.
 
-    python -m benchmarks.serving [--data ../shared/datasets/battery_weld/welding] [--clients 1,8,32]
+    python -m benchmarks.serving [--data DATASETS/battery_weld/welding] [--clients 1,8,32]
                                  [--set Backbone.num_replicas=2] [--set Ingress.user_config.batch_max_size=8]
 
 In process: N client threads call the pipeline (decode, resize, backbone, head) directly, with torch
@@ -23,9 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.datasets import DATASETS
 from benchmarks.timing import http_load, thread_load
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "battery_weld" / "welding"
+DEFAULT_DATA = DATASETS / "battery_weld" / "welding"
 
 
 def fit_line(store_dir: Path, data: Path | None) -> tuple[str, list[bytes]]:
@@ -45,11 +46,12 @@ def fit_line(store_dir: Path, data: Path | None) -> tuple[str, list[bytes]]:
 def in_process(store_dir: Path, images: list[bytes], clients: int, duration: float, threads: int) -> dict[str, Any]:
     import torch
 
-    from lineguard.registry.loaders import load_image_model
+    from lineguard.models.spec import Runtime
+    from lineguard.registry.image_models import load_image_model
     from lineguard.registry.store import ModelStore
 
     torch.set_num_threads(threads)
-    _, model = load_image_model(ModelStore(store_dir), "bench", device="cpu")
+    _, model = load_image_model(ModelStore(store_dir), "bench", runtime=Runtime(device="cpu"))
     for data in images[:3]:
         model.predict_bytes([data])
     result = thread_load(lambda i: model.predict_bytes([images[i % len(images)]]), clients, duration)
@@ -121,6 +123,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def add_application_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags :func:`start_application` reads (every benchmark that runs the application takes them)."""
+    parser.add_argument("--config", type=Path, default=Path(__file__).resolve().parents[1] / "serve_config.yaml")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="DEPLOYMENT.KEY=VALUE",
+        help="override a deployment option, e.g. Backbone.num_replicas=2",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment variable for the Ray processes, e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=0",
+    )
+    parser.add_argument("--no-haproxy", action="store_true", help="Serve's Python proxy instead of HAProxy")
+    parser.add_argument("--no-grpc", action="store_true", help="object-store hops instead of gRPC")
+    parser.add_argument("--no-history", action="store_true", help="answers not recorded (no Recorder)")
+
+
 def start_application(store_dir: Path, args: argparse.Namespace) -> tuple[int, float]:
     """A private local Ray running the application of ``args.config`` (with ``args.set`` and ``args.env``)
     on a free port; returns the port and when ``serve.run`` began."""
@@ -135,6 +159,9 @@ def start_application(store_dir: Path, args: argparse.Namespace) -> tuple[int, f
     app_args = config_file.app_args(app, store=str(store_dir), history=history)
     options = config_file.deployment_options(app, **parse_sets(args.set))
     # the application's runtime_env and --env reach every replica through Ray's environment
+    if not args.no_haproxy:
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    os.environ["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "0" if args.no_grpc else "1"
     os.environ.update(config_file.env_vars(app))
     os.environ.update(dict(pair.split("=", 1) for pair in args.env))
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
@@ -148,9 +175,6 @@ def start_application(store_dir: Path, args: argparse.Namespace) -> tuple[int, f
 def serve_run(
     store_dir: Path, images: list[bytes], levels: list[int], duration: float, args: argparse.Namespace
 ) -> dict[str, Any]:
-    if not args.no_haproxy:
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
-    os.environ["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "0" if args.no_grpc else "1"
     started = time.perf_counter()
     import httpx
     import ray
@@ -192,19 +216,7 @@ def main() -> None:
     )
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per measurement")
-    parser.add_argument("--config", type=Path, default=Path(__file__).resolve().parents[1] / "serve_config.yaml")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="DEPLOYMENT.KEY=VALUE",
-        help="override a deployment option, e.g. Backbone.num_replicas=2",
-    )
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="environment variable for the Ray processes, e.g. OMP_WAIT_POLICY=PASSIVE")
-    parser.add_argument("--no-haproxy", action="store_true", help="Serve's Python proxy instead of HAProxy")
-    parser.add_argument("--no-grpc", action="store_true", help="object-store hops instead of gRPC")
-    parser.add_argument("--no-history", action="store_true", help="answers not recorded (no Recorder)")
+    add_application_flags(parser)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]

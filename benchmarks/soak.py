@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import tempfile
 import time
 from collections import defaultdict
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.serving import ray_processes, start_application
+from benchmarks.serving import add_application_flags, ray_processes, start_application
 from benchmarks.timing import summary
 
 MEMORY_TARGET = 0.10
@@ -37,12 +36,12 @@ def fit_lines(store_dir: Path) -> tuple[list[bytes], list[list[float]]]:
     """An image line ``soak-img`` and a sensor line ``soak-sensor``; images and readings to send."""
     from lineguard.registry.store import ModelStore
     from lineguard.training.data import discover
-    from lineguard.training.fit_image import FitOptions, fit_image_line
-    from lineguard.training.fit_sensor import SensorFitOptions, fit_sensor_line
+    from lineguard.training.fit_image import fit_image_line
+    from lineguard.training.fit_sensor import fit_sensor_line
+    from lineguard.training.options import FitOptions, SensorFitOptions, SensorTrainOptions
     from lineguard.training.sensor_data import read_table
     from lineguard.training.synthetic import write_line
     from lineguard.training.synthetic_sensor import write_csv
-    from lineguard.training.train_sensor import TrainOptions
 
     store = ModelStore(store_dir)
     data = write_line(store_dir.parent / "images", size=256)
@@ -50,7 +49,7 @@ def fit_lines(store_dir: Path) -> tuple[list[bytes], list[list[float]]]:
     dataset = discover(data)
     images = [s.path.read_bytes() for s in (dataset.test or dataset.train)[:32]]
     table = write_csv(store_dir.parent / "sensor.csv", rows=3000, seed=5)
-    fit_sensor_line("soak-sensor", table, SensorFitOptions(train=TrainOptions(epochs=40, workers=0)), store)
+    fit_sensor_line("soak-sensor", table, SensorFitOptions(train=SensorTrainOptions(epochs=40, workers=0)), store)
     readings = read_table(table).values[:500].tolist()
     return images, readings
 
@@ -170,16 +169,13 @@ def main() -> None:
     parser.add_argument("--image-clients", type=int, default=4)
     parser.add_argument("--sensor-clients", type=int, default=4)
     parser.add_argument("--sample-every", type=float, default=15.0, help="seconds between memory samples")
-    parser.add_argument("--config", type=Path, default=Path(__file__).resolve().parents[1] / "serve_config.yaml")
+    add_application_flags(parser)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
-    os.environ["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "1"
     with tempfile.TemporaryDirectory(prefix="lineguard-soak-") as tmp:
         store_dir = Path(tmp) / "store"
         images, readings = fit_lines(store_dir)
-        app = argparse.Namespace(config=args.config, set=[], env=[], no_history=False)
-        port, _ = start_application(store_dir, app)
+        port, _ = start_application(store_dir, args)
         base = f"http://127.0.0.1:{port}"
         import httpx
 
