@@ -25,7 +25,7 @@ import numpy as np
 from lineguard.history.db import HistoryDB, HistoryQuery
 from lineguard.history.ids import new_ids
 from lineguard.history.reports import LineFacts, line_drift, line_stats, score_histogram
-from lineguard.history.rows import PredictionRow
+from lineguard.history.rows import PredictionRow, VerdictEntry
 from lineguard.models.drift import DriftRules
 from lineguard.registry.kinds import LineKind
 
@@ -82,7 +82,7 @@ def run(url: str, rows: int, batch: int, repeat: int) -> dict[str, float]:
         "bench-a", LineKind.IMAGE_ANOMALY, "v1", 1.5, ("ok", "ng"), "ok", tuple(rng.gamma(2, 0.3, 500)), ()
     )
     for row in data[:8000:4]:  # some feedback on bench-a, as operators give it
-        db.set_feedback(row.id, "ng" if row.score > 1.4 else "ok", time.time(), None, None)
+        db.set_feedback(row.id, VerdictEntry("ng" if row.score > 1.4 else "ok", time.time()))
     out = {
         "rows_per_s": rows / write_s,
         "page_ms": timed(lambda: db.page(HistoryQuery(line="bench-a"), None, 100), repeat),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -42,6 +43,7 @@ from lineguard.training.synthetic_sensor import write_csv
 DEMO_LINE = "demo-surface"
 DEMO_SENSOR_LINE = "demo-spindle"
 DEMO_CLASSIFIER_LINE = "demo-sorter"
+HISTORY_WAIT_S = 60.0  # the showcase's feedback calls wait this long for the history to be migrated
 
 
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -106,7 +108,7 @@ def _show(url: str, samples: list[Path], readings: list[list[float]], sorted_par
         answer = _call(partial(_post_image, f"{url}/v1/lines/{DEMO_LINE}/predict", path))
         print(answer)
     prediction_id = json.loads(answer).get("prediction_id") if answer.startswith("{") else None
-    if prediction_id:  # an operator confirms the scratch
+    if prediction_id and _history_ready(url):  # an operator confirms the scratch
         feedback = f"{url}/v1/predictions/{prediction_id}/feedback"
         print(f"""$ curl -H 'content-type: application/json' -d '{{"label": "ng"}}' {feedback}""")
         print(_call(lambda: _post_json(feedback, json.dumps({"label": "ng", "operator": "demo"}))))
@@ -122,6 +124,24 @@ def _show(url: str, samples: list[Path], readings: list[list[float]], sorted_par
     print(f"API docs: {url}/docs   lines: {url}/v1/lines   health: {url}/healthz")
     print(f"history: {url}/v1/lines/{DEMO_LINE}/history   drift: {url}/v1/lines/{DEMO_LINE}/drift   ", end="")
     print(f"histogram: {url}/v1/lines/{DEMO_LINE}/histogram.png")
+
+
+def _history_ready(url: str, timeout_s: float = HISTORY_WAIT_S) -> bool:
+    """Wait until ``/healthz`` says the history is ok (its database is migrated on first use, seconds after
+    the service is ready); False, and a line saying so, if it is not by then."""
+    deadline = time.monotonic() + timeout_s
+    state = "unknown"
+    while time.monotonic() < deadline:
+        try:
+            health = json.loads(_get(f"{url}/healthz"))
+            state = str((health.get("history") or {"status": "off"})["status"])
+            if state in ("ok", "off"):
+                return state == "ok"
+        except (OSError, ValueError):
+            pass
+        time.sleep(1.0)
+    print(f"(the history is {state} after {timeout_s:.0f} s: skipping the feedback calls; the service keeps serving)")
+    return False
 
 
 def _call(send: Callable[[], str]) -> str:

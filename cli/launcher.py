@@ -34,6 +34,15 @@ CHECKOUT_CONFIG = Path(__file__).resolve().parents[1] / "serve_config.yaml"
 CONFIG_HELP = "the Serve config (default: ./serve_config.yaml, else the checkout's own)"
 
 
+HAPROXY_FILES = {  # Ray's settings for where HAProxy keeps its files ("": the folder itself)
+    "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": "haproxy.cfg",
+    "RAY_SERVE_HAPROXY_SOCKET_PATH": "admin.sock",
+    "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": "metrics.sock",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": "",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": "server-state",
+}
+
+
 def config_path(given: Path | None = None) -> Path:
     """``--config`` if given, else ``serve_config.yaml`` in the working folder, else the checkout's own."""
     path = given or next((p for p in (Path("serve_config.yaml"), CHECKOUT_CONFIG) if p.is_file()), CHECKOUT_CONFIG)
@@ -89,10 +98,26 @@ def _overridden(
     return yaml.safe_dump(data, sort_keys=False)
 
 
+def private_folder(name: str = f"lineguard-haproxy-{os.getuid()}") -> Path:
+    """A folder in /tmp only this user can enter (mode 0700; refused if another user owns that name)."""
+    folder = Path("/tmp") / name  # short: a socket's path has at most 107 bytes
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.lstat()
+    if folder.is_symlink() or info.st_uid != os.getuid():
+        raise ConfigError(f"{folder} belongs to someone else or is a link: remove it, or set RAY_SERVE_HAPROXY_*")
+    folder.chmod(0o700)
+    return folder
+
+
 def serve_environment(haproxy: bool = True) -> dict[str, str]:
     env = dict(os.environ)
     if haproxy:
         env.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+        # Ray makes HAProxy's admin socket mode 666 at admin level, in /tmp/haproxy-serve/: anyone on the
+        # machine could drive it. Its files go to a folder only this user can enter instead.
+        folder = private_folder()
+        for key, name in HAPROXY_FILES.items():
+            env.setdefault(key, str(folder / name) if name else str(folder))
     env.setdefault("RAY_SERVE_USE_GRPC_BY_DEFAULT", "1")
     env.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     return env

@@ -126,6 +126,7 @@ class AppArgs(_Strict):
     max_batch_images: int = Field(32, ge=1, le=1024, description="images per batch request")
     max_batch_vectors: int = Field(10_000, ge=1, le=1_000_000, description="sensor readings per request")
     request_timeout_s: float = Field(30.0, gt=0, description="scoring time before a 503 with Retry-After")
+    body_timeout_s: float = Field(20.0, gt=0, description="time to receive a request's body before a 408")
     line_cache_ttl_s: float = Field(1.0, ge=0, description="how long a line's current version is cached")
     history: HistoryArgs = Field(default_factory=HistoryArgs)
     security: SecurityArgs = Field(default_factory=SecurityArgs)
@@ -190,7 +191,7 @@ CONCURRENT_BATCHES = 4  # micro-batches of one ingress replica in flight at once
 
 
 class PreprocessorTuning(_Strict):
-    threads: int = Field(1, ge=1, le=64, description="decoding threads per replica")
+    threads: int = Field(2, ge=1, le=64, description="decoding threads per replica (one slow image holds one)")
 
 
 def tune_batching(batched_method: Any, max_batch_size: int, wait_timeout_s: float) -> None:

@@ -106,7 +106,12 @@ class HistoryClient:
         except Exception as err:
             database = {"reachable": False, "last_error": f"Recorder: {type(err).__name__}"}
         outbox = self.outbox.stats()
-        ok = bool(database.get("reachable")) and outbox["dropped"] == 0 and database.get("last_error") is None
+        ok = (
+            bool(database.get("reachable"))
+            and not outbox["failing"]
+            and outbox["dropped"] == 0
+            and database.get("last_error") is None
+        )
         return {"status": "ok" if ok else "degraded", "outbox": outbox, **database}
 
     async def close(self) -> None:

@@ -50,6 +50,7 @@ class Outbox:
         self.written = 0
         self.dropped = 0
         self.failures = 0
+        self.failing = False  # the last write failed, and none has succeeded since
         self.last_error: str | None = None
         self._last_drop_log = 0.0
         self._backoff = 0.0
@@ -94,6 +95,7 @@ class Outbox:
                 try:
                     await asyncio.wait_for(self._send(RowBatch.of(batch)), self.timeout_s)
                 except Exception as err:  # the Recorder or the database is away: keep the rows, back off
+                    self.failing = True
                     self.failures += 1
                     self.last_error = f"{type(err).__name__}: {str(err)[:300]}"
                     self._backoff = min(5.0, max(0.2, self._backoff * 2))
@@ -104,6 +106,7 @@ class Outbox:
                     self._rows.popleft()
                 self.written += len(batch)
                 self._backoff = 0.0
+                self.failing = False
         return True
 
     async def close(self, timeout_s: float = 20.0) -> None:
@@ -131,5 +134,6 @@ class Outbox:
             "written": self.written,
             "dropped": self.dropped,
             "failed_writes": self.failures,
+            "failing": self.failing,
             "last_error": self.last_error,
         }

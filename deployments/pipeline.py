@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -27,11 +28,20 @@ import numpy as np
 from lineguard.deployments.config import CONCURRENT_BATCHES, SENSOR_CHUNK_ROWS, SMALL_SENSOR_REQUEST, BackboneArgs
 from lineguard.deployments.lines import LineEntry
 from lineguard.deployments.messages import ItemError, Scored, VectorScores
-from lineguard.errors import ConfigError, DataError, FeatureMismatchError, LineGuardError, UnavailableError
+from lineguard.errors import (
+    ConfigError,
+    DataError,
+    FeatureMismatchError,
+    ImageTooLargeError,
+    LineGuardError,
+    UnavailableError,
+)
 from lineguard.models.sensor_model import SensorScores
 from lineguard.registry.kinds import LineKind
 
 log = logging.getLogger("ray.serve")
+HOP_LIMIT_ENV = "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"
+HOP_OVERHEAD = 1024 * 1024  # what a call adds to its payloads (pickled arguments, framing)
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -67,15 +77,56 @@ def micro_batched(
 
 
 def graph_error(err: BaseException) -> ItemError:
-    """A failed hop: the service is at capacity or a replica went away; the same request can succeed soon."""
+    """A failed hop, as the answer it makes. Only what can pass is a 503 with ``Retry-After`` (the service is
+    at capacity, a replica went away or is restarting); an error of LineGuard's raised in a replica keeps its
+    own status; a bug in a replica's code is a 500 (retrying the same request would fail the same way)."""
+    from ray.exceptions import RayError, RayTaskError
     from ray.serve.exceptions import BackPressureError
 
     if isinstance(err, BackPressureError):
         return ItemError(503, "the service is at capacity: retry shortly", 1)
-    if isinstance(err, LineGuardError):
-        return ItemError.of(err)
+    cause = err.cause if isinstance(err, RayTaskError) else err  # raised by the code of a replica
+    if isinstance(cause, LineGuardError):
+        return ItemError.of(cause)
     log.exception("scoring failed", exc_info=err)
+    if _message_too_large(cause):
+        return ItemError(413, f"the batch is over the bytes one call between replicas may carry ({HOP_LIMIT_ENV})")
+    if isinstance(err, RayTaskError) and not isinstance(cause, RayError | OSError | asyncio.CancelledError):
+        return ItemError(500, f"scoring failed ({type(cause).__name__}): the service log has the details")
     return ItemError(503, f"scoring is temporarily unavailable ({type(err).__name__}): retry shortly", 1)
+
+
+def _message_too_large(err: BaseException) -> bool:
+    code = getattr(err, "code", None)
+    return callable(code) and getattr(code(), "name", "") == "RESOURCE_EXHAUSTED"
+
+
+def hop_limit_bytes(environ: Mapping[str, str] = os.environ) -> int | None:
+    """The most bytes one call between replicas may carry: Ray Serve's gRPC message limit when replicas talk
+    gRPC (``RAY_SERVE_USE_GRPC_BY_DEFAULT=1``; Ray's default is 4 MiB, ``serve_config.yaml`` raises it),
+    ``None`` (no limit) when they pass objects through Ray's object store."""
+    if environ.get("RAY_SERVE_USE_GRPC_BY_DEFAULT") != "1":
+        return None
+    return int(environ.get(HOP_LIMIT_ENV, 4 * 1024 * 1024))
+
+
+def hop_bytes(environ: Mapping[str, str] = os.environ) -> int | None:
+    """Image bytes one Preprocessor call may carry: the link's limit less what a call adds (None: no limit)."""
+    limit = hop_limit_bytes(environ)
+    return None if limit is None else max(1, limit - HOP_OVERHEAD)
+
+
+def by_bytes(sizes: Sequence[int], limit: int) -> list[list[int]]:
+    """Indices of ``sizes`` in order, cut into runs whose sum stays within ``limit`` (an item over it alone)."""
+    runs: list[list[int]] = [[]]
+    total = 0
+    for i, size in enumerate(sizes):
+        if runs[-1] and total + size > limit:
+            runs.append([])
+            total = 0
+        runs[-1].append(i)
+        total += size
+    return runs
 
 
 async def _within(call: Awaitable[Result], timeout_s: float) -> Result:
@@ -95,12 +146,15 @@ class ImagePipeline:
         scorer: Handle,
         max_pixels: int,
         timeout_s: float,
+        hop_bytes: int | None = None,
     ) -> None:
         self.preprocessor = preprocessor
         self.backbones = {args.spec().key(): (args, handle) for args, handle in backbones}
         self.scorer = scorer
         self.max_pixels = max_pixels
         self.timeout_s = timeout_s
+        # image bytes per Preprocessor call (None: no limit); a micro-batch over it goes in several calls
+        self.hop_bytes = hop_bytes
         self.batched: Callable[[ImageItem], Awaitable[Scored]] = self._alone
 
     async def _alone(self, item: ImageItem) -> Scored:
@@ -123,12 +177,30 @@ class ImagePipeline:
     async def score(self, entry: LineEntry, payloads: list[bytes], want_map: bool) -> list[Scored]:
         """One request's images, each joining a micro-batch; an item that fails keeps its own error."""
         self.check(entry, want_map)
+        for i, payload in enumerate(payloads):
+            if self.hop_bytes is not None and len(payload) > self.hop_bytes:
+                raise ImageTooLargeError(
+                    f"image {i + 1} is {len(payload)} bytes, over the {self.hop_bytes} one call between this "
+                    f"service's replicas carries: raise {HOP_LIMIT_ENV} in serve_config.yaml's runtime_env"
+                )
         calls = asyncio.gather(*(self.batched(ImageItem(entry, p, want_map)) for p in payloads))
         return list(await _within(calls, self.timeout_s))
 
     async def run(self, items: list[ImageItem]) -> list[Scored]:
-        """One micro-batch down the graph: a Preprocessor and a Backbone call per backbone in the batch, a
-        Scorer call per line; the responses are chained, not awaited, until the scores."""
+        """One micro-batch down the graph, in runs of at most ``hop_bytes`` of image bytes (each its own trip)."""
+        if self.hop_bytes is None or sum(len(item.data) for item in items) <= self.hop_bytes:
+            return await self._trip(items)
+        runs = by_bytes([len(item.data) for item in items], self.hop_bytes)
+        answers = await asyncio.gather(*(self._trip([items[i] for i in run]) for run in runs))
+        results: list[Scored] = [ItemError(500, "not scored")] * len(items)
+        for run, answer in zip(runs, answers, strict=True):
+            for i, result in zip(run, answer, strict=True):
+                results[i] = result
+        return results
+
+    async def _trip(self, items: list[ImageItem]) -> list[Scored]:
+        """A Preprocessor and a Backbone call per backbone in the batch, a Scorer call per line; the responses
+        are chained, not awaited, until the scores."""
         results: list[Scored] = [ItemError(500, "not scored")] * len(items)
         by_backbone: dict[str, list[int]] = defaultdict(list)
         for i, item in enumerate(items):

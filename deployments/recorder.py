@@ -27,7 +27,7 @@ from lineguard.deployments.config import HistoryArgs, resolve_history_url
 from lineguard.deployments.messages import ItemError
 from lineguard.deployments.telemetry import DRIFT_LEVEL, RecorderMetrics
 from lineguard.errors import ConfigError, LineGuardError, NotFoundError
-from lineguard.history.db import HistoryDB, HistoryQuery, display_url
+from lineguard.history.db import HistoryDB, HistoryQuery, Written, display_url
 from lineguard.history.reports import (
     LineFacts,
     line_drift,
@@ -36,7 +36,7 @@ from lineguard.history.reports import (
     threshold_rates,
     threshold_suggestion,
 )
-from lineguard.history.rows import RowBatch, StoredPrediction
+from lineguard.history.rows import RowBatch, StoredPrediction, VerdictEntry
 from lineguard.models.drift import DriftRules
 from lineguard.registry.store import ModelStore
 
@@ -102,25 +102,31 @@ class Recorder:
 
     # --- writes ----------------------------------------------------------------------------------
     async def record(self, rows: RowBatch) -> int:
-        """Commit rows; raises while the database is away (the ingress keeps them and tries again)."""
+        """Commit rows; rows the database refuses are set aside (``rejected_rows``), never blocking the rest;
+        raises while the database is away (the ingress keeps the rows and tries again)."""
         if self._monitor is None:
             self._monitor = asyncio.get_running_loop().create_task(self._watch())
-        written: int = await self._run(lambda: self._ready().insert(rows), write=True)
-        self.metrics.written.inc(written)
+        done: Written = await self._run(lambda: self._ready().record(rows), write=True)
+        self.metrics.written.inc(done.rows)
+        if done.rejected:
+            self.metrics.rejected.inc(done.rejected)
+            log.error("history: %d row(s) refused by the database, set aside in rejected_rows", done.rejected)
         self._active.update(rows.lines)
-        return written
+        return done.rows
 
-    async def feedback(
-        self, prediction_id: str, label: str, by: str | None, note: str | None
-    ) -> StoredPrediction | None:
+    async def feedback(self, prediction_id: str, verdict: VerdictEntry) -> StoredPrediction | None:
         def apply() -> StoredPrediction | None:
             db = self._ready()
-            return db.get(prediction_id) if db.set_feedback(prediction_id, label, time.time(), by, note) else None
+            return db.get(prediction_id) if db.set_feedback(prediction_id, verdict) else None
 
         result: StoredPrediction | None = await self._run(apply, write=True)
         return result
 
     # --- reads -----------------------------------------------------------------------------------
+    async def verdicts(self, prediction_id: str) -> list[VerdictEntry]:
+        result: list[VerdictEntry] = await self._run(lambda: self._ready().verdicts(prediction_id))
+        return result
+
     async def get(self, prediction_id: str) -> StoredPrediction | None:
         result: StoredPrediction | None = await self._run(lambda: self._ready().get(prediction_id))
         return result
@@ -169,15 +175,16 @@ class Recorder:
 
     async def health(self) -> dict[str, Any]:
         try:
-            await asyncio.wait_for(self._run(lambda: self._ready().ping()), 5.0)
+            rejected: int | None = await asyncio.wait_for(self._run(lambda: self._ready().rejected_count()), 5.0)
             reachable = True
         except Exception:
-            reachable = False
+            reachable, rejected = False, None
         return {
             "database": self.db.backend,
             "url": display_url(self.db.url),
             "reachable": reachable,
             "last_error": self.last_error,
+            "rejected_rows": rejected,
             "webhook_failures": self.webhook_failures,
             "drift": {line: d["status"] for line, d in self._drift.items()},
         }

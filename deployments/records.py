@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from lineguard.deployments.lines import LineEntry
 from lineguard.deployments.messages import ClassResult, ScoreResult
+from lineguard.deployments.text import csv_cell
 from lineguard.history.rows import PredictionRow, StoredPrediction
 from lineguard.models.sensor_model import SensorScores
 
@@ -108,7 +109,8 @@ class Verdict(BaseModel):
 
     label: str
     at: str | None = Field(None, description="when (ISO 8601)")
-    by: str | None = Field(None, description="who said so")
+    by: str | None = Field(None, description="who said so: the operator named, else the API key's name")
+    key: str | None = Field(None, description="the id of the API key it came with (none: an open service)")
     note: str | None = None
 
 
@@ -137,7 +139,9 @@ class HistoryRecord(BaseModel):
     def of(cls, row: StoredPrediction) -> HistoryRecord:
         verdict = None
         if row.label is not None:
-            verdict = Verdict(label=row.label, at=iso(row.labelled_at), by=row.labelled_by, note=row.label_note)
+            verdict = Verdict(
+                label=row.label, at=iso(row.labelled_at), by=row.labelled_by, key=row.labelled_key, note=row.label_note
+            )
         return cls(
             id=row.id,
             line=row.line,
@@ -207,12 +211,14 @@ CSV_COLUMNS = (
     "label",
     "labelled_at",
     "labelled_by",
+    "labelled_key",
     "label_note",
 )
 
 
 def csv_values(row: StoredPrediction) -> list[Any]:
+    """A row as CSV cells; text that a spreadsheet would run as a formula is neutralised (:func:`csv_cell`)."""
     return [
-        iso(row.ts) if c == "timestamp" else iso(row.labelled_at) if c == "labelled_at" else getattr(row, c)
+        iso(row.ts) if c == "timestamp" else iso(row.labelled_at) if c == "labelled_at" else csv_cell(getattr(row, c))
         for c in CSV_COLUMNS
     ]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from lineguard.deployments.text import printable
 from lineguard.errors import DataError
 
 ALLOWED_KEYS = ("values", "features", "sensor_id")
@@ -48,8 +49,10 @@ def parse_readings(body: bytes, line: str, features: list[str], max_rows: int) -
     if unknown:
         raise DataError(f"unknown field(s) {unknown}: a sensor request has {list(ALLOWED_KEYS)}")
     sensor_id = data.get("sensor_id")
-    if sensor_id is not None and (not isinstance(sensor_id, str) or len(sensor_id) > 200):
+    if sensor_id is not None and not isinstance(sensor_id, str):
         raise DataError("sensor_id must be a string of at most 200 characters")
+    if sensor_id is not None:
+        printable(sensor_id, "sensor_id", 200)
     if ("values" in data) == ("features" in data):
         raise DataError('send exactly one of "values" (numbers in feature order) or "features" (by name)')
     if "values" in data:

@@ -13,7 +13,7 @@ from lineguard.deployments.config import AppArgs
 from lineguard.deployments.history_client import HistoryClient
 from lineguard.deployments.keys import KeyCache, KeyRing
 from lineguard.deployments.lines import LineDirectory, LineEntry
-from lineguard.deployments.pipeline import Handle, ImagePipeline, SensorPipeline
+from lineguard.deployments.pipeline import Handle, ImagePipeline, SensorPipeline, hop_bytes
 from lineguard.deployments.records import decisions
 from lineguard.deployments.samples import SampleRoots
 from lineguard.deployments.telemetry import IngressMetrics
@@ -61,6 +61,7 @@ class Services:
                 scorer,
                 args.max_pixels,
                 args.request_timeout_s,
+                hop_bytes(),
             ),
             sensors=SensorPipeline(sensor_scorer, args.request_timeout_s),
             keys=KeyCache(KeyRing(store), args.security.keys_refresh_s),

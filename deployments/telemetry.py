@@ -81,6 +81,9 @@ class RecorderMetrics:
         self.written = metrics.Counter(
             "lineguard_history_written", "prediction rows in committed writes (a re-sent batch counts again)"
         )
+        self.rejected = metrics.Counter(
+            "lineguard_history_rejected", "rows the database refused, set aside in rejected_rows"
+        )
         self.drift_psi = metrics.Gauge(
             "lineguard_drift_psi", "PSI of the recent window", tag_keys=_keys("line", "measure")
         )
@@ -90,6 +93,18 @@ class RecorderMetrics:
         self.anomaly_rate = metrics.Gauge(
             "lineguard_anomaly_rate", "share of flagged parts in the drift window", tag_keys=_keys("line")
         )
+
+
+def noting_status(send: Any) -> tuple[Any, dict[str, int]]:
+    """An ASGI ``send`` that passes every message on and notes the answer's status (500 until one is sent)."""
+    status = {"code": 500}
+
+    async def noted(message: dict[str, Any]) -> None:
+        if message.get("type") == "http.response.start":
+            status["code"] = int(message.get("status", 500))
+        await send(message)
+
+    return noted, status
 
 
 class MetricsMiddleware:
@@ -108,14 +123,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})  # the route notes its line here once it has resolved a real one
-        status = {"code": 500}
+        send_status, status = noting_status(send)
         started = time.perf_counter()
-
-        async def send_status(message: dict[str, Any]) -> None:
-            if message.get("type") == "http.response.start":
-                status["code"] = int(message.get("status", 500))
-            await send(message)
-
         try:
             await self.app(scope, receive, send_status)
         finally:

@@ -7,10 +7,12 @@ hold at most ``limit`` of a line's newest rows.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +20,27 @@ import numpy as np
 from sqlalchemy import Engine, create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.sql.elements import ColumnElement
 
 from lineguard.errors import ConfigError
-from lineguard.history.rows import PredictionRow, RowBatch, StoredPrediction
-from lineguard.history.tables import COLUMNS, predictions
+from lineguard.history.rows import PredictionRow, RowBatch, StoredPrediction, VerdictEntry
+from lineguard.history.tables import COLUMNS, predictions, rejected_rows
+from lineguard.history.tables import verdicts as verdict_table
 
 MAX_PAGE = 1000
 DEFAULT_URL = "sqlite:///lineguard-history.db"
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a write did: rows committed, and rows the database refused (set aside in ``rejected_rows``)."""
+
+    rows: int
+    rejected: int
+
+    def __add__(self, other: Written) -> Written:
+        return Written(self.rows + other.rows, self.rejected + other.rejected)
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,11 @@ def display_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _printable(text: str) -> str:
+    """``text`` with NUL (which PostgreSQL's text refuses) and other control characters escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class HistoryDB:
     def __init__(self, url: str = DEFAULT_URL) -> None:
         self.url = url
@@ -122,14 +142,74 @@ class HistoryDB:
             conn.execute(statement, rows.params() if isinstance(rows, RowBatch) else [row.params() for row in rows])
         return len(rows)
 
-    def set_feedback(self, prediction_id: str, label: str, at: float, by: str | None, note: str | None) -> bool:
+    def record(self, rows: RowBatch) -> Written:
+        """:meth:`insert`, setting aside the rows the database refuses (a constraint, a value it cannot store):
+        the batch is halved until each refused row is alone, and that row goes to ``rejected_rows`` with the
+        database's words, so that one bad row never blocks the rows behind it. An error that is not a row's
+        (the database is away) is raised, and the caller keeps the rows."""
+        try:
+            return Written(self.insert(rows), 0)
+        except (IntegrityError, DataError, StatementError, ValueError, TypeError) as err:  # the driver's own, too
+            if isinstance(err, DBAPIError) and not isinstance(err, IntegrityError | DataError):
+                raise  # the connection, the schema, the server: not this row's fault
+            if len(rows) > 1:
+                half = len(rows) // 2
+                return self.record(rows.part(0, half)) + self.record(rows.part(half, len(rows)))
+            self._set_aside(rows, err)
+            return Written(0, 1)
+
+    def _set_aside(self, rows: RowBatch, err: Exception) -> None:
+        (params,) = rows.params()
+        dialect = postgresql if self.backend == "postgresql" else sqlite
+        line = params.get("line")
+        letter = {
+            "id": str(params.get("id"))[:26],
+            "rejected_at": time.time(),
+            "line": _printable(line)[:64] if isinstance(line, str) else None,
+            "error": _printable(f"{type(err).__name__}: {getattr(err, 'orig', None) or err}")[:500],
+            "row": json.dumps(params, default=str),  # NUL and control characters come out escaped
+        }
+        with self.engine.begin() as conn:
+            conn.execute(dialect.insert(rejected_rows).on_conflict_do_nothing(index_elements=["id"]), [letter])
+
+    def rejected(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest rows set aside by :meth:`record`, with the error and the row as it was sent."""
+        statement = select(rejected_rows).order_by(rejected_rows.c.rejected_at.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(statement).mappings()]
+
+    def rejected_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(rejected_rows)).scalar_one())
+
+    def set_feedback(self, prediction_id: str, verdict: VerdictEntry) -> bool:
+        """The prediction's verdict is ``verdict`` (the latest); the audit trail keeps it beside the earlier ones."""
+        by = verdict.operator or verdict.key_name
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(predictions)
                 .where(predictions.c.id == prediction_id)
-                .values(label=label, labelled_at=at, labelled_by=by, label_note=note)
+                .values(
+                    label=verdict.label,
+                    labelled_at=verdict.at,
+                    labelled_by=by,
+                    label_note=verdict.note,
+                    labelled_key=verdict.key_id,
+                )
             )
+            if result.rowcount:
+                conn.execute(verdict_table.insert(), [{"prediction_id": prediction_id, **asdict(verdict)}])
         return bool(result.rowcount)
+
+    def verdicts(self, prediction_id: str) -> list[VerdictEntry]:
+        """Every verdict given on the prediction, oldest first."""
+        t = verdict_table.c
+        statement = select(t.label, t.at, t.operator, t.key_id, t.key_name, t.note).where(
+            t.prediction_id == prediction_id
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(statement.order_by(t.at, t.id)).mappings().all()
+        return [VerdictEntry(**dict(r)) for r in rows]
 
     # --- reads -----------------------------------------------------------------------------------
     def get(self, prediction_id: str) -> StoredPrediction | None:

@@ -45,11 +45,24 @@ class StoredPrediction(PredictionRow):
     labelled_at: float | None = None
     labelled_by: str | None = None
     label_note: str | None = None
+    labelled_key: str | None = None  # the API key the verdict came with
 
     @classmethod
     def of(cls, row: Any) -> StoredPrediction:
         """From a database row (a mapping of column -> value)."""
         return cls(**{name: row[name] for name in ALL_FIELDS})
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictEntry:
+    """One verdict of the audit trail: what was said, when, by whom (as the client says) and with which key."""
+
+    label: str
+    at: float
+    operator: str | None = None
+    key_id: str | None = None
+    key_name: str | None = None
+    note: str | None = None
 
 
 RECORD_FIELDS = tuple(f.name for f in fields(PredictionRow))
@@ -70,6 +83,10 @@ class RowBatch:
 
     def __len__(self) -> int:
         return len(self.columns["id"])
+
+    def part(self, start: int, stop: int) -> RowBatch:
+        """Rows ``start:stop``."""
+        return RowBatch({name: values[start:stop] for name, values in self.columns.items()})
 
     def params(self) -> list[dict[str, Any]]:
         """The rows as the insert statement takes them."""

@@ -8,7 +8,7 @@ so "newest first" and cursor pagination are an index scan on the primary key.
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, Index, MetaData, String, Table
+from sqlalchemy import Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -35,8 +35,38 @@ predictions = Table(
     Column("labelled_at", Float),
     Column("labelled_by", String(100)),
     Column("label_note", String(500)),
+    Column("labelled_key", String(64), doc="the API key the verdict came with (none: an open service)"),
     Index("ix_predictions_line_id", "line", "id"),
     Index("ix_predictions_line_ts", "line", "ts"),
 )
 
 COLUMNS = tuple(c.name for c in predictions.columns)
+
+# the dead letters: rows the database refused (a constraint, a value it cannot store), set aside so that the
+# rows behind them are written; kept as JSON for an operator to inspect (README: Operations)
+rejected_rows = Table(
+    "rejected_rows",
+    metadata,
+    Column("id", String(26), primary_key=True, doc="the prediction's id"),
+    Column("rejected_at", Float, nullable=False, doc="UTC epoch seconds"),
+    Column("line", String(64)),
+    Column("error", String(500), nullable=False, doc="what the database said"),
+    Column("row", Text, nullable=False, doc="the row as JSON"),
+)
+
+
+# the audit trail of verdicts: every one given, with the key it came with; the prediction's label columns
+# hold the latest, these rows all of them (an overwritten verdict stays here)
+verdicts = Table(
+    "verdicts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("prediction_id", String(26), nullable=False),
+    Column("at", Float, nullable=False, doc="UTC epoch seconds"),
+    Column("label", String(64), nullable=False),
+    Column("operator", String(100), doc="who the client says gave it"),
+    Column("key_id", String(64), doc="the API key it came with (none: an open service)"),
+    Column("key_name", String(100)),
+    Column("note", String(500)),
+    Index("ix_verdicts_prediction_at", "prediction_id", "at"),
+)

@@ -61,9 +61,10 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
                 raise ImageTooLargeError(
                     f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
                 )
-            if getattr(image, "n_frames", 1) > 1:
-                image.seek(0)
+            # only the first frame is read: Image.open stands on it, and counting the frames (n_frames)
+            # walks every page of a TIFF (40,000 1x1 pages: 25 s) or trips on a broken later page
             image.load()
+            return _to_rgb(image)
     except (ImageTooLargeError, BadImageError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -75,7 +76,8 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         raise BadImageError("not an image: expected PNG, JPEG, BMP, TIFF or WebP bytes") from err
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise BadImageError(f"truncated or corrupt image: {err}") from err
-    return _to_rgb(image)
+    except Exception as err:  # a decoder's own fault on hostile bytes (TypeError, KeyError, ...) is the file's
+        raise BadImageError(f"corrupt image: the decoder failed ({type(err).__name__}: {err})") from err
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

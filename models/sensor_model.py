@@ -19,9 +19,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from lineguard.errors import CorruptModelError, FeatureMismatchError
+from lineguard.errors import CorruptModelError, DataError, FeatureMismatchError
 from lineguard.models.threshold import Threshold
 
+Z_CLIP = 1e4  # standard deviations: the network's input range (a reading's error is measured unclipped)
 _LINEAR = re.compile(r"^(encoder|decoder)\.(\d+)\.weight$")
 
 
@@ -111,10 +112,16 @@ class SensorModel:
     def predict(self, values: np.ndarray) -> SensorScores:
         if values.ndim != 2 or values.shape[1] != self.n_features:
             raise FeatureMismatchError(f"expected readings of shape (B, {self.n_features}), got {values.shape}")
-        z = (np.asarray(values, dtype=np.float32) - self.mean) / self.std
-        rebuilt = self.reconstruct(z)
+        # standardised in float64: a reading far outside the fitted range (3e38, say) overflows float32 to
+        # inf, and inf - inf made a NaN score that was answered "normal". The network runs in float32 on
+        # readings clipped to +-Z_CLIP standard deviations (no normal reading comes near); the error is
+        # measured in float64 against the unclipped readings, so it is finite and grows with the excursion.
+        z = (np.asarray(values, dtype=np.float64) - self.mean) / self.std
+        rebuilt = self.reconstruct(np.clip(z, -Z_CLIP, Z_CLIP).astype(np.float32))
         errors = (rebuilt - z) ** 2
-        scores = errors.mean(1, dtype=np.float64)
+        scores = errors.mean(1)
+        if not np.isfinite(scores).all():
+            raise DataError("a reading is too far outside what this line was fitted on to be scored")
         shares = errors / np.maximum(errors.sum(1, keepdims=True), 1e-12)
         k = self.top_k
         top = (
@@ -134,5 +141,5 @@ class SensorModel:
             top_index=np.take_along_axis(top, order, 1),
             top_share=np.take_along_axis(top_share, order, 1),
             expected=rebuilt * self.std + self.mean,
-            input_rms=np.sqrt(np.mean(z.astype(np.float64) ** 2, axis=1)),
+            input_rms=np.sqrt(np.mean(z**2, axis=1)),
         )

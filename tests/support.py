@@ -57,6 +57,42 @@ def png_header_only(width: int, height: int) -> bytes:
     )
 
 
+def bmp_frame(n_bytes: int, width: int = 1300, seed: int = 0) -> bytes:
+    """An RGB BMP of about ``n_bytes`` (at most), as an uncompressed camera frame is: noise, ``width`` wide."""
+    import io
+
+    from PIL import Image
+
+    height = max(1, (n_bytes - 54) // (width * 3))
+    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "BMP")
+    return out.getvalue()
+
+
+def tiff_pages(pages: int, broken_last: bool = False) -> bytes:
+    """A little-endian TIFF of ``pages`` 1x1 grey pages, written by hand; with ``broken_last`` the last
+    page has no width or height (Pillow's ``n_frames`` raises on it; the first page is fine)."""
+    header = struct.pack("<2sHI", b"II", 42, 8)
+    pixel_at = 8  # the one pixel every page points to, right after the header
+    first_ifd = pixel_at + 2
+    full = [(256, 3, 1), (257, 3, 1), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, pixel_at), (277, 3, 1)]
+    full += [(278, 3, 1), (279, 4, 1)]
+    broken = [(259, 3, 1), (262, 3, 1)]
+    body = bytearray()
+    offset = first_ifd
+    for page in range(pages):
+        entries = broken if broken_last and page == pages - 1 else full
+        size = 2 + 12 * len(entries) + 4
+        following = offset + size if page < pages - 1 else 0
+        body += struct.pack("<H", len(entries))
+        for tag, kind, value in entries:
+            body += struct.pack("<HHII", tag, kind, 1, value)
+        body += struct.pack("<I", following)
+        offset += size
+    return header[:4] + struct.pack("<I", first_ifd) + b"\xff\x00" + bytes(body)
+
+
 def normal_features(n: int, seed: int = 0) -> list[Any]:
     """Two-layer feature maps (stride 8 and 16 of a 128 px image): a smooth texture plus noise."""
     import torch

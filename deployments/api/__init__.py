@@ -28,7 +28,9 @@ def create_api(services: Services) -> FastAPI:
     errors.install(app)
     app.add_middleware(AuthMiddleware, keys=services.keys)  # added innermost first
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
-    app.add_middleware(BodyLimitMiddleware, limit=services.args.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, limit=services.args.max_request_bytes, timeout_s=services.args.body_timeout_s
+    )
     if services.args.security.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=services.args.security.cors_origins, **CORS_SETTINGS)
     return app

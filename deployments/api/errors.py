@@ -5,17 +5,23 @@ names the problem and, where there is one, the fix.
 - every :class:`lineguard.errors.LineGuardError`: its status from the one table (``lineguard.errors``);
   503s carry ``Retry-After``.
 - FastAPI's validation errors: a 422 listing the problems, without echoing the input back.
+- a client that goes away while its body is read: a 499 (nginx's "client closed request"), never a 500.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from lineguard.errors import LineGuardError, UnavailableError, outcome
+
+log = logging.getLogger("ray.serve")
+CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads the answer, and it is not the server's fault
 
 
 class APIError(Exception):
@@ -56,8 +62,15 @@ async def _validation_error(_: Request, err: Exception) -> JSONResponse:
     return JSONResponse({"detail": problems}, status_code=422)
 
 
+async def _client_gone(request: Request, _: Exception) -> Response:
+    """The client went away before its body was read: one line in the log, no traceback, and no 5xx."""
+    log.info("client closed the connection before its request was read: %s %s", request.method, request.url.path)
+    return Response(status_code=CLIENT_CLOSED)
+
+
 def install(app: FastAPI) -> None:
     """The handlers that turn every refusal into JSON with a ``detail``."""
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(LineGuardError, _lineguard_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

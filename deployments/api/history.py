@@ -21,11 +21,11 @@ from lineguard.deployments.api.deps import CallerDep, HistoryDep, LineDep, Servi
 from lineguard.deployments.api.errors import APIError
 from lineguard.deployments.api.schemas import Feedback, FeedbackRecorded, HistoryPage
 from lineguard.deployments.api.security import check_every_line
-from lineguard.deployments.records import CSV_COLUMNS, HistoryRecord, PlainRecord, csv_values
+from lineguard.deployments.records import CSV_COLUMNS, HistoryRecord, PlainRecord, Verdict, csv_values, iso
 from lineguard.errors import ConfigError
 from lineguard.history.db import MAX_PAGE, HistoryQuery
 from lineguard.history.ids import decode_cursor, encode_cursor, parse_window
-from lineguard.history.rows import StoredPrediction
+from lineguard.history.rows import StoredPrediction, VerdictEntry
 from lineguard.models.visualize import binned_histogram
 
 router = APIRouter()
@@ -139,6 +139,20 @@ async def prediction(
     return HistoryRecord.of(row)
 
 
+@router.get(
+    "/v1/predictions/{prediction_id}/verdicts",
+    response_model=list[Verdict],
+    summary="Every verdict given on a prediction, oldest first, with the API key each came with (the audit trail)",
+)
+async def verdicts(
+    prediction_id: str, request: Request, services: ServicesDep, history: HistoryDep, who: CallerDep
+) -> list[Verdict]:
+    row = await history.find(prediction_id)
+    await line_for(request, row.line, services, who)
+    trail: list[VerdictEntry] = await history.ask(lambda r: r.verdicts.remote(prediction_id))
+    return [Verdict(label=v.label, at=iso(v.at), by=v.operator or v.key_name, key=v.key_id, note=v.note) for v in trail]
+
+
 @router.post(
     "/v1/predictions/{prediction_id}/feedback",
     response_model=FeedbackRecorded,
@@ -152,7 +166,15 @@ async def feedback(
     allowed = entry.card.feedback_labels()
     if body.label not in allowed:
         raise APIError(422, f"label {body.label!r} is not one of line {entry.line!r}'s labels: {list(allowed)}")
-    updated = await history.ask(lambda r: r.feedback.remote(prediction_id, body.label, body.operator, body.note))
+    verdict = VerdictEntry(
+        body.label,
+        time.time(),
+        body.operator,
+        None if who is None else who.id,
+        None if who is None else who.name,
+        body.note,
+    )
+    updated = await history.ask(lambda r: r.feedback.remote(prediction_id, verdict))
     if updated is None:
         raise APIError(404, f"no prediction with id {prediction_id!r}")
     return FeedbackRecorded(

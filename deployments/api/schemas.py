@@ -8,9 +8,10 @@ import math
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from lineguard.deployments.records import HistoryRecord
+from lineguard.deployments.text import printable
 from lineguard.registry.answers import ClassPrediction, Prediction
 
 
@@ -118,6 +119,16 @@ class Feedback(BaseModel):
     label: str = Field(min_length=1, max_length=64)
     operator: str | None = Field(None, max_length=100, description="who says so")
     note: str | None = Field(None, max_length=500)
+
+    @field_validator("label", "operator")
+    @classmethod
+    def _printable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else printable(value, str(info.field_name), 500)
+
+    @field_validator("note")
+    @classmethod
+    def _note(cls, value: str | None) -> str | None:
+        return None if value is None else printable(value, "note", 500, allow="\n")
 
 
 class FeedbackRecorded(BaseModel):

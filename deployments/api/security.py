@@ -21,7 +21,10 @@ Pure ASGI middleware around the ingress's FastAPI app, outermost first::
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -30,6 +33,7 @@ from starlette.exceptions import HTTPException
 
 from lineguard.deployments.api.errors import APIError
 from lineguard.deployments.keys import KeyCache, KeyTable, Principal, Scope
+from lineguard.deployments.telemetry import noting_status
 from lineguard.errors import UnavailableError
 
 OPEN_PATHS = frozenset({"/healthz", "/"})
@@ -40,6 +44,7 @@ MAX_KEY_CHARS = 200
 
 Scope_ = dict[str, Any]  # an ASGI scope (not a key scope)
 PRINCIPAL = "principal"  # where AuthMiddleware leaves the caller in the request's state
+log = logging.getLogger("ray.serve")
 
 
 def principal_of(scope: MutableMapping[str, Any]) -> Principal | None:
@@ -115,7 +120,14 @@ class AuthMiddleware:
             await send_json(send, refusal.status, refusal.body(), refusal.headers)
             return
         scope.setdefault("state", {})[PRINCIPAL] = principal
-        await self.app(scope, receive, send)
+        if principal is None:
+            await self.app(scope, receive, send)
+            return
+        noted, status = noting_status(send)
+        try:
+            await self.app(scope, receive, noted)
+        finally:  # who did what: Serve's own access line does not name the key
+            log.info("key %s (%s) %s %s %d", principal.id, principal.name, scope.get("method"), path, status["code"])
 
     @staticmethod
     def _principal(table: KeyTable, scope: Scope_, path: str) -> Principal | None:
@@ -147,17 +159,21 @@ class AuthMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``max_request_bytes``: at once when declared, as soon as passed when streamed."""
+    """Refuse bodies over ``max_request_bytes`` (at once when declared, as soon as passed when streamed), and
+    bodies that take longer than ``body_timeout_s`` to arrive: a client sending a byte a second holds one of
+    the ingress's request slots for that long at most, then gets a 408."""
 
-    def __init__(self, app: Any, limit: int | None) -> None:
+    def __init__(self, app: Any, limit: int | None, timeout_s: float | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope_, receive: Any, send: Any) -> None:
         limit = self.limit
         if scope.get("type") != "http" or limit is None:
             await self.app(scope, receive, send)
             return
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 declared = value.decode("latin-1").strip()
@@ -172,7 +188,13 @@ class BodyLimitMiddleware:
 
         async def counted() -> dict[str, Any]:
             nonlocal seen
-            message: dict[str, Any] = await receive()
+            try:
+                waited = receive() if deadline is None else asyncio.wait_for(receive(), deadline - time.monotonic())
+                message: dict[str, Any] = await waited
+            except TimeoutError:
+                raise HTTPException(
+                    408, f"the request body did not arrive within {self.timeout_s} s (body_timeout_s): send it faster"
+                ) from None
             if message.get("type") == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from lineguard.deployments.api.errors import APIError
 from lineguard.deployments.lines import LineEntry
 from lineguard.deployments.sensor_input import Readings, parse_readings
+from lineguard.deployments.text import escaped, printable
 
 MAX_SENSOR_ID = 200
 
@@ -37,7 +39,7 @@ async def read_images(request: Request, field: str, limit: int, max_image_bytes:
         )
     try:
         form = await request.form(max_files=limit, max_fields=10)
-    except HTTPException:  # the body limit: over max_request_bytes
+    except (HTTPException, ClientDisconnect):  # the body limit (over max_request_bytes); the client went away
         raise
     except Exception as err:  # starlette raises MultiPartException and friends for malformed bodies
         if "Too many files" in str(err):
@@ -55,11 +57,9 @@ async def read_images(request: Request, field: str, limit: int, max_image_bytes:
         data = await upload.read(max_image_bytes + 1)
         if len(data) > max_image_bytes:
             raise APIError(413, f"file {upload.filename!r} is over the limit of {max_image_bytes} bytes")
-        files.append((upload.filename, data))
+        files.append((escaped(upload.filename) if upload.filename else upload.filename, data))
     sensor = form.get("sensor_id")
-    sensor_id = sensor if isinstance(sensor, str) and sensor else None
-    if sensor_id is not None and len(sensor_id) > MAX_SENSOR_ID:
-        raise APIError(422, f"sensor_id is longer than {MAX_SENSOR_ID} characters")
+    sensor_id = printable(sensor, "sensor_id", MAX_SENSOR_ID) if isinstance(sensor, str) and sensor else None
     return Upload(files, sensor_id)
 
 

@@ -42,8 +42,8 @@ LINES = ("press-a", "press-b", "press-c")
 SENSOR_LINE = "spindle-1"  # a sensor line beside the image lines
 CLASSIFIER_LINE = "sorter-1"  # a classifier line on the same backbone
 IMAGE_SIZE = 128
-MAX_IMAGE_BYTES = 2_000_000
-MAX_REQUEST_BYTES = 8_000_000
+MAX_IMAGE_BYTES = 16 * 1024 * 1024  # as shipped: real camera frames (test_large_inputs)
+MAX_REQUEST_BYTES = 72 * 1024 * 1024  # four of the largest frames in one batch
 ORIGIN = "http://qa.example.com"  # the one browser origin allowed by CORS
 
 
@@ -121,8 +121,8 @@ def ray_session() -> Iterator[None]:
     import ray
 
     os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
-    os.environ.setdefault("RAY_SERVE_USE_GRPC_BY_DEFAULT", "1")
-    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    for key, value in config_file.env_vars(config_file.application(config_file.read())).items():
+        os.environ.setdefault(key, value)  # the application's runtime_env, as serve run applies it
     metrics_port = free_port()
     os.environ["LINEGUARD_TEST_METRICS_PORT"] = str(metrics_port)  # Prometheus export of Ray's metrics agent
     # logical CPUs: room for the Serve replicas and a Ray Data actor pool side by side

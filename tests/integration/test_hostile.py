@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -20,7 +19,7 @@ from PIL import Image
 from schemathesis import GenerationMode
 
 from tests.integration.conftest import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES, SENSOR_LINE, Service
-from tests.support import png_header_only
+from tests.support import bmp_frame, png_header_only, tiff_pages
 
 PREDICT = "/v1/lines/press-a/predict"
 SENSOR = f"/v1/lines/{SENSOR_LINE}/predict"
@@ -50,8 +49,8 @@ def png(image: Image.Image) -> bytes:
 
 
 @cache
-def noise_png(side: int) -> bytes:
-    return png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (side, side, 3), dtype="uint8")))
+def over_limit() -> bytes:
+    return bmp_frame(MAX_IMAGE_BYTES + 4 * 1024 * 1024)
 
 
 def gif() -> bytes:
@@ -89,7 +88,7 @@ CASES = [
     Case("zero-byte file", "POST", PREDICT, lambda c: upload(b""), 422, "empty file"),
     Case("pixel bomb header", "POST", PREDICT, lambda c: upload(png_header_only(60_000, 60_000)), 413, "pixels"),
     Case("zero-width png", "POST", PREDICT, lambda c: upload(png_header_only(0, 10)), 422, "image"),
-    Case("file over the limit", "POST", PREDICT, lambda c: upload(noise_png(1200)), 413, f"{MAX_IMAGE_BYTES}"),
+    Case("file over the limit", "POST", PREDICT, lambda c: upload(over_limit()), 413, f"{MAX_IMAGE_BYTES}"),
     Case("body over the limit", "POST", PREDICT, lambda c: upload(b"\x00" * (MAX_REQUEST_BYTES + 1)), 413, "limit"),
     Case("text/plain body", "POST", PREDICT, lambda c: raw(b"hello", "text/plain"), 415, "multipart/form-data"),
     Case("xml body", "POST", PREDICT, lambda c: raw(b"<a/>", "application/xml"), 415, "multipart/form-data"),
@@ -146,6 +145,30 @@ CASES = [
         "sensor_id",
     ),
     Case(
+        "sensor_id with control characters",
+        "POST",
+        PREDICT,
+        lambda c: {"files": {"file": ("a.png", c.good, "image/png")}, "data": {"sensor_id": "cam\x00\x1b[31m"}},
+        422,
+        "control character U+0000",
+    ),
+    Case(
+        "tiff whose only page has no size",
+        "POST",
+        PREDICT,
+        lambda c: upload(tiff_pages(1, broken_last=True), "a.tif", "image/tiff"),
+        422,
+        "not an image",
+    ),
+    Case(
+        "tiff cut inside its first page",
+        "POST",
+        PREDICT,
+        lambda c: upload(tiff_pages(3)[:40], "a.tif", "image/tiff"),
+        422,
+        "not an image",
+    ),
+    Case(
         "heatmap on a classifier",
         "POST",
         "/v1/lines/sorter-1/predict?heatmap=true",
@@ -193,6 +216,14 @@ CASES = [
     ),
     Case("missing feature", "POST", SENSOR, lambda c: {"json": {"features": {"nope": 1}}}, 422, "missing feature"),
     Case("empty body", "POST", SENSOR, lambda c: sensor(b""), 422, "empty body"),
+    Case(
+        "json sensor_id with an escape sequence",
+        "POST",
+        SENSOR,
+        lambda c: {"json": {"values": c.reading, "sensor_id": "cam\x1b[2J"}},
+        422,
+        "control character U+001B",
+    ),
     Case("top-level array", "POST", SENSOR, lambda c: {"json": [c.reading]}, 422, "JSON object"),
     Case("invalid utf-8", "POST", SENSOR, lambda c: sensor(b'{"values": ["\xff\xfe"]}'), 422, "JSON"),
     Case("text to a sensor line", "POST", SENSOR, lambda c: raw(b"1,2,3", "text/csv"), 415, "send JSON"),

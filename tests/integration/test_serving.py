@@ -18,7 +18,7 @@ from lineguard.history.ids import is_id
 from lineguard.training.fit_image import fit_image_line
 from lineguard.training.options import FitOptions
 from tests.integration.conftest import CLASSIFIER_LINE, LINES, MAX_IMAGE_BYTES, SENSOR_LINE, Service
-from tests.support import png_header_only
+from tests.support import bmp_frame, png_header_only
 
 
 def images(service: Service, kind: str = "good", count: int = 4) -> list[Path]:
@@ -184,8 +184,7 @@ def test_plain_predict_endpoint_uses_the_default_line(service: Service) -> None:
 
 def test_bad_requests_get_named_4xx_errors(service: Service, synthetic_line: Path) -> None:
     good = images(service, "good", 1)[0].read_bytes()
-    big = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1200, 1200, 3), dtype="uint8")).save(big, "PNG")
+    big = io.BytesIO(bmp_frame(MAX_IMAGE_BYTES + 4 * 1024 * 1024))
     cases: list[tuple[str, str, dict[str, Any], int, str]] = [
         (
             "POST",
@@ -212,7 +211,7 @@ def test_bad_requests_get_named_4xx_errors(service: Service, synthetic_line: Pat
         (
             "POST",
             "/v1/lines/press-a/predict",
-            {"files": {"file": ("big.png", big.getvalue(), "image/png")}},
+            {"files": {"file": ("big.bmp", big.getvalue(), "image/bmp")}},
             413,
             f"limit of {MAX_IMAGE_BYTES}",
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,24 @@ def test_from_any_other_folder_the_checkouts_config_is_used(tmp_path: Path, monk
 def test_a_missing_config_names_the_flag(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="pass --config"):
         launcher.config_path(tmp_path / "nope.yaml")
+
+
+def test_haproxys_admin_socket_lives_where_only_this_user_can_reach_it(tmp_path: Path) -> None:
+    env = launcher.serve_environment()
+    socket = Path(env["RAY_SERVE_HAPROXY_SOCKET_PATH"])
+    folder = socket.parent
+    assert folder.stat().st_mode & 0o777 == 0o700 and folder.stat().st_uid == os.getuid()
+    assert all(Path(env[key]).is_relative_to(folder) for key in launcher.HAPROXY_FILES)
+    assert len(str(socket)) < 100  # a Unix socket's path has at most 107 bytes
+
+
+def test_a_private_folder_someone_else_planted_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    planted = Path("/tmp") / f"lg-test-planted-{os.getpid()}"
+    planted.symlink_to(target)
+    try:
+        with pytest.raises(ConfigError, match="someone else or is a link"):
+            launcher.private_folder(planted.name)
+    finally:
+        planted.unlink()

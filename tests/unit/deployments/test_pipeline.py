@@ -14,8 +14,16 @@ from PIL import Image
 from lineguard.deployments.config import SENSOR_CHUNK_ROWS, BackboneArgs
 from lineguard.deployments.lines import LineEntry
 from lineguard.deployments.messages import ItemError, ScoreResult
-from lineguard.deployments.pipeline import ImageItem, ImagePipeline, SensorPipeline
-from lineguard.errors import DataError, FeatureMismatchError, UnavailableError
+from lineguard.deployments.pipeline import (
+    ImageItem,
+    ImagePipeline,
+    SensorPipeline,
+    by_bytes,
+    graph_error,
+    hop_bytes,
+    hop_limit_bytes,
+)
+from lineguard.errors import DataError, FeatureMismatchError, ImageTooLargeError, UnavailableError
 from lineguard.registry.store import ModelStore
 from tests.support import (
     CLASSIFIER_LINE,
@@ -44,7 +52,9 @@ def lines(tmp_path: Path) -> tuple[ModelStore, dict[str, LineEntry]]:
     return store, {line: LineEntry(store.read_card(line)) for line in store.lines()}
 
 
-def image_pipeline(scorer: FakeScorer | None = None) -> tuple[ImagePipeline, list[tuple[str, object]]]:
+def image_pipeline(
+    scorer: FakeScorer | None = None, hop_bytes: int | None = None
+) -> tuple[ImagePipeline, list[tuple[str, object]]]:
     calls: list[tuple[str, object]] = []
     args = BackboneArgs(image_size=64)
     pipeline = ImagePipeline(
@@ -53,6 +63,7 @@ def image_pipeline(scorer: FakeScorer | None = None) -> tuple[ImagePipeline, lis
         FakeHandle(scorer or FakeScorer(), calls=calls),
         max_pixels=10_000_000,
         timeout_s=5,
+        hop_bytes=hop_bytes,
     )
     return pipeline, calls
 
@@ -129,3 +140,50 @@ def test_sensor_requests_of_several_lines_and_sizes(lines: tuple[ModelStore, dic
     answer = asyncio.run(pipeline.score(entry, large))
     assert len(handle.calls) - before == 3 and len(answer.out.scores) == len(large)  # in chunks, in order
     np.testing.assert_allclose(answer.out.scores[-5:], asyncio.run(pipeline.score(entry, large[-5:])).out.scores)
+
+
+def test_a_micro_batch_over_the_hop_limit_goes_in_several_calls(lines: tuple[ModelStore, dict[str, LineEntry]]) -> None:
+    # Ray's 4 MiB gRPC default refused a single 4.7 MB frame; a batch is now cut to what one call carries
+    _, entries = lines
+    parts = [png(10 * i) for i in range(1, 6)]
+    limit = 2 * max(len(p) for p in parts) + 1
+    pipeline, calls = image_pipeline(hop_bytes=limit)
+    results = asyncio.run(pipeline.run([ImageItem(entries[IMAGE_LINE], p, False) for p in parts]))
+    unmultiplexed = [c for c in calls if c[1] is None]  # the Preprocessor's and the Backbone's
+    assert len(unmultiplexed) == 2 * 3  # three trips of at most two parts
+    assert [r.decision.anomaly_score for r in results if isinstance(r, ScoreResult)] == pytest.approx(
+        [10 * i / 255 for i in range(1, 6)], abs=0.01
+    )  # each part's own answer, in order
+
+
+def test_an_image_over_what_one_call_carries_is_a_413_that_names_the_setting(
+    lines: tuple[ModelStore, dict[str, LineEntry]],
+) -> None:
+    _, entries = lines
+    pipeline, _ = image_pipeline(hop_bytes=100)
+    with pytest.raises(ImageTooLargeError, match="RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH"):
+        asyncio.run(pipeline.score(entries[IMAGE_LINE], [png(10), b"x" * 101], False))
+
+
+def test_the_hop_limit_follows_rays_settings() -> None:
+    assert hop_limit_bytes({}) is None  # the object store: no limit
+    assert hop_limit_bytes({"RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"}) == 4 * 1024 * 1024  # Ray's default
+    grpc = {"RAY_SERVE_USE_GRPC_BY_DEFAULT": "1", "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(80 << 20)}
+    assert hop_bytes(grpc) == 79 << 20
+    assert by_bytes([5, 5, 5, 20, 1], 10) == [[0, 1], [2], [3], [4]]
+
+
+def test_only_what_can_pass_is_a_503() -> None:
+    from ray.exceptions import ActorDiedError, RayTaskError
+    from ray.serve.exceptions import BackPressureError
+
+    def in_replica(err: Exception) -> RayTaskError:
+        return RayTaskError("Scorer.__call__", "Traceback ...", err)
+
+    bug = graph_error(in_replica(TypeError("unsupported operand")))
+    assert (bug.status, bug.retry_after_s) == (500, None) and "TypeError" in bug.detail
+    refused = graph_error(in_replica(DataError("reading 3 is not finite")))
+    assert (refused.status, refused.retry_after_s) == (422, None)
+    for passing in (BackPressureError(num_queued_requests=9, max_queued_requests=8), ActorDiedError(), OSError()):
+        answer = graph_error(passing)
+        assert (answer.status, answer.retry_after_s) == (503, 1), passing

@@ -13,15 +13,17 @@ import numpy as np
 import pytest
 
 from lineguard.errors import ConfigError
-from lineguard.history.db import MAX_PAGE, HistoryDB, HistoryQuery
+from lineguard.history.db import MAX_PAGE, HistoryDB, HistoryQuery, Written
 from lineguard.history.ids import decode_cursor, encode_cursor, id_time, is_id, new_ids, parse_window
 from lineguard.history.migrate import current
 from lineguard.history.reports import LineFacts, line_drift, line_stats, score_histogram, threshold_suggestion
-from lineguard.history.rows import RECORD_FIELDS, StoredPrediction
+from lineguard.history.rows import RECORD_FIELDS, RowBatch, StoredPrediction, VerdictEntry
 from lineguard.history.tables import COLUMNS
 from lineguard.models.drift import DriftRules
 from lineguard.registry.kinds import LineKind
 from tests.support import rows_for
+
+HEAD = "0003"
 
 
 def facts(line: str = "a", reference: tuple[float, ...] = ()) -> LineFacts:
@@ -29,9 +31,9 @@ def facts(line: str = "a", reference: tuple[float, ...] = ()) -> LineFacts:
 
 
 def test_migrations_reach_head_and_are_idempotent(history_db: HistoryDB) -> None:
-    assert current(history_db.engine) == "0001"
+    assert current(history_db.engine) == HEAD
     history_db.migrate()
-    assert current(history_db.engine) == "0001"
+    assert current(history_db.engine) == HEAD
 
 
 def test_writes_are_idempotent_and_pages_walk_newest_first(history_db: HistoryDB) -> None:
@@ -72,8 +74,8 @@ def test_feedback_changes_the_rates(history_db: HistoryDB) -> None:
     # operators: the 0.8 part was defective (a miss), the 1.2 part was good (an over-detection)
     labels = ["ok", "ok", "ok", "ok", "ng", "ng"]
     for row, label in zip(rows, labels, strict=True):
-        assert history_db.set_feedback(row.id, label, time.time(), "op", None)
-    assert not history_db.set_feedback("0" * 26, "ok", time.time(), None, None)
+        assert history_db.set_feedback(row.id, VerdictEntry(label, time.time(), "op"))
+    assert not history_db.set_feedback("0" * 26, VerdictEntry("ok", time.time()))
     stats = line_stats(history_db, facts(), 0.0, 1000)
     c = stats["confusion"]
     assert (c["true_positive"], c["false_negative"], c["false_positive"], c["true_negative"]) == (1, 1, 1, 3)
@@ -143,8 +145,31 @@ def test_concurrent_first_migrations_of_a_fresh_database(tmp_path: Path) -> None
         subprocess.Popen([sys.executable, "-c", MIGRATE, url]) for _ in range(3)
     ]  # separate processes: the file lock
     assert [p.wait(timeout=120) for p in processes] == [0, 0, 0]
-    assert errors == [] and current(one.engine) == "0001"
+    assert errors == [] and current(one.engine) == HEAD
     assert one.count(HistoryQuery(line="a")) == 8 * 3
 
 
 MIGRATE = "import sys; from lineguard.history.db import HistoryDB; HistoryDB(sys.argv[1]).migrate()"
+
+
+def test_a_row_the_database_refuses_is_set_aside_and_the_rows_behind_it_are_written(history_db: HistoryDB) -> None:
+    # a NULL score (a NaN answer, once) made SQLite refuse the batch, and the outbox resent it for ever
+    rows = rows_for("a", np.linspace(0.1, 2.0, 9))
+    rows[3].score = None  # type: ignore[assignment]
+    rows[7].decision = None  # type: ignore[assignment]
+    done = history_db.record(RowBatch.of(rows))
+    assert done == Written(rows=7, rejected=2)
+    assert history_db.count(HistoryQuery(line="a")) == 7
+    letters = history_db.rejected()
+    assert {r["id"] for r in letters} == {rows[3].id, rows[7].id} and history_db.rejected_count() == 2
+    assert all("IntegrityError" in r["error"] and r["line"] == "a" for r in letters)
+    assert '"score": null' in next(r["row"] for r in letters if r["id"] == rows[3].id)
+    again = history_db.record(RowBatch.of(rows))  # the same batch sent again: written once, set aside once
+    assert again == Written(rows=7, rejected=2) and history_db.rejected_count() == 2
+    assert history_db.count(HistoryQuery(line="a")) == 7
+
+
+def test_an_error_that_is_not_a_rows_is_raised(tmp_path: Path) -> None:
+    db = HistoryDB(f"sqlite:///{tmp_path / 'never-migrated.db'}")  # no tables: the schema, not a row
+    with pytest.raises(Exception, match="no such table"):
+        db.record(RowBatch.of(rows_for("a", np.ones(3))))

@@ -114,3 +114,20 @@ def test_fitted_state_is_a_copy(trained: tuple[SensorAutoEncoder, np.ndarray]) -
         next(model.parameters()).add_(1.0)
     assert not torch.equal(state["encoder.0.weight"], model.state_dict()["encoder.0.weight"])
     model.load_state_dict(state)
+
+
+@pytest.mark.parametrize("value", [3e38, -3.4e38, 1e30, 1e8])
+def test_a_reading_far_outside_the_fitted_range_is_a_finite_anomaly(
+    trained: tuple[SensorAutoEncoder, np.ndarray], value: float
+) -> None:
+    # 3e38 passes the float range check, overflowed float32 and was answered "score": null, "normal"
+    model, normal = trained
+    sensor = SensorModel.from_torch(model, Threshold(0.05, "test", 0.01), [f"s{i}" for i in range(12)], top_k=3)
+    readings = np.concatenate([normal[:3], np.full((1, 12), value), normal[3:4]]).astype(np.float64)
+    readings[4, 5] = value  # one channel off
+    out = sensor.predict(readings)
+    assert np.isfinite(out.scores).all() and np.isfinite(out.normalized).all()
+    assert np.isfinite(out.top_share).all() and np.isfinite(out.input_rms).all()
+    assert out.is_anomaly.tolist() == [False, False, False, True, True]
+    assert out.top_index[4, 0] == 5 and out.top_share[4, 0] > 0.99
+    np.testing.assert_allclose(out.scores[:3], sensor.predict(normal[:3]).scores, rtol=1e-5)

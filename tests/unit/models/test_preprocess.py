@@ -6,11 +6,11 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from lineguard.models.preprocess import BadImageError, ImageTooLargeError, PreprocessConfig, open_image
 from lineguard.models.tensors import preprocess_bytes
-from tests.support import png_header_only
+from tests.support import png_header_only, tiff_pages
 
 
 def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -53,3 +53,20 @@ def test_oversized_image_refused_before_decoding() -> None:
         open_image(png_header_only(9000, 9000), max_pixels=40_000_000)  # ours, also before decoding
     with pytest.raises(ImageTooLargeError, match="over the limit of 100"):
         open_image(encode(Image.new("L", (20, 20))), max_pixels=100)
+
+
+def test_only_the_first_page_of_a_multi_page_file_is_read() -> None:
+    # 40,000 pages, the last one broken: counting the pages took 25 s and then raised TypeError
+    image = open_image(tiff_pages(40_000, broken_last=True))
+    assert image.size == (1, 1) and image.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_a_decoder_fault_on_hostile_bytes_is_a_bad_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = encode(Image.new("RGB", (4, 4)))
+
+    def trips(self: Image.Image) -> None:
+        raise KeyError("StripOffsets")  # what Pillow's TIFF decoder raises on some broken tag sets
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", trips)
+    with pytest.raises(BadImageError, match=r"decoder failed \(KeyError"):
+        open_image(data)
