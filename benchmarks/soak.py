@@ -1,9 +1,12 @@
 """Soak: mixed image and sensor traffic through the whole application on loopback, for ten minutes.
 
-    python -m benchmarks.soak [--duration 600] [--image-clients 4] [--sensor-clients 4] [--out soak.json]
+    python -m benchmarks.soak [--duration 600] [--image-clients 4] [--sensor-clients 4] [--large-clients 1]
+                              [--out soak.json]
 
 The application of ``serve_config.yaml`` (history recorded, as shipped) serves an image line and a sensor
-line, fitted on synthetic data at start. Clients post images and sensor readings without pause. Reported:
+line, fitted on synthetic data at start. Clients post images and sensor readings without pause; the large
+clients post camera frames of 4.7 to 16 MB (BMP and PNG, every other one with ``?heatmap=true``), what once
+left the ingress and the backbone holding memory they never gave back. Reported:
 
 - errors: every answer that is not a 200, and every failed connection (target 0);
 - p99 latency per minute, per kind, and its drift: the last minute's p99 over the first's;
@@ -54,6 +57,25 @@ def fit_lines(store_dir: Path) -> tuple[list[bytes], list[list[float]]]:
     return images, readings
 
 
+def large_frames() -> list[tuple[str, bytes, str]]:
+    """(file name, bytes, content type) of camera frames up to the shipped 16 MiB per image."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(11)
+    frames = []
+    for name, (height, width), fmt in (
+        ("frame.bmp", (1200, 1300), "BMP"),  # 4.7 MB
+        ("frame.bmp", (3000, 1330), "BMP"),  # 12 MB
+        ("frame.png", (2300, 2300), "PNG"),  # 15.9 MB of noise, 5.3 MP
+    ):
+        out = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(out, fmt)
+        frames.append((name, out.getvalue(), f"image/{fmt.lower()}"))
+    return frames
+
+
 async def drive(
     base: str, images: list[bytes], readings: list[list[float]], args: argparse.Namespace
 ) -> tuple[list[tuple[float, str, float, int]], list[tuple[float, dict[int, tuple[str, float]]]]]:
@@ -65,7 +87,8 @@ async def drive(
     samples: list[tuple[float, dict[int, tuple[str, float]]]] = []
     began = time.perf_counter()
     stop_at = began + args.duration
-    connector = aiohttp.TCPConnector(limit=args.image_clients + args.sensor_clients + 4)
+    frames = large_frames() if args.large_clients else []
+    connector = aiohttp.TCPConnector(limit=args.image_clients + args.sensor_clients + args.large_clients + 4)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
 
         async def image_client(index: int) -> None:
@@ -82,6 +105,16 @@ async def drive(
                 body = {"values": readings[i % len(readings)], "sensor_id": f"spindle-{index}"}
                 await call("sensor", f"{base}/v1/lines/soak-sensor/predict", {"json": body})
                 i += args.sensor_clients
+
+        async def large_client(index: int) -> None:
+            i = index
+            while time.perf_counter() < stop_at:
+                name, data, content_type = frames[i % len(frames)]
+                form = aiohttp.FormData()
+                form.add_field("file", data, filename=name, content_type=content_type)
+                heatmap = "?heatmap=true" if (i // len(frames)) % 2 else ""
+                await call("large", f"{base}/v1/lines/soak-img/predict{heatmap}", {"data": form})
+                i += max(1, args.large_clients)
 
         async def call(kind: str, url: str, kwargs: dict[str, Any]) -> None:
             started = time.perf_counter()
@@ -102,6 +135,7 @@ async def drive(
 
         clients = [image_client(c) for c in range(args.image_clients)]
         clients += [sensor_client(c) for c in range(args.sensor_clients)]
+        clients += [large_client(c) for c in range(args.large_clients)]
         await asyncio.gather(sampler(), *clients)
     processes = await asyncio.to_thread(ray_processes)
     samples.append((time.perf_counter() - began, {pid: (name, mb) for pid, name, mb in processes}))
@@ -168,6 +202,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds before the memory baseline")
     parser.add_argument("--image-clients", type=int, default=4)
     parser.add_argument("--sensor-clients", type=int, default=4)
+    parser.add_argument("--large-clients", type=int, default=1, help="clients posting 4.7-16 MB camera frames")
     parser.add_argument("--sample-every", type=float, default=15.0, help="seconds between memory samples")
     add_application_flags(parser)
     parser.add_argument("--out", type=Path, default=None)
@@ -184,7 +219,10 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("the application did not become healthy in 120 s")
             time.sleep(0.5)
-        print(f"soak: {args.image_clients} image + {args.sensor_clients} sensor clients for {args.duration:.0f} s")
+        print(
+            f"soak: {args.image_clients} image + {args.sensor_clients} sensor + {args.large_clients} large-frame "
+            f"clients for {args.duration:.0f} s"
+        )
         outcomes, samples = asyncio.run(drive(base, images, readings, args))
         result = report(outcomes, samples, args.warmup)
         health = httpx.get(f"{base}/healthz", timeout=10).json()

@@ -126,7 +126,7 @@ def _show(url: str, samples: list[Path], readings: list[list[float]], sorted_par
     print(f"histogram: {url}/v1/lines/{DEMO_LINE}/histogram.png")
 
 
-def _history_ready(url: str, timeout_s: float = HISTORY_WAIT_S) -> bool:
+def _history_ready(url: str, timeout_s: float = HISTORY_WAIT_S, poll_s: float = 1.0) -> bool:
     """Wait until ``/healthz`` says the history is ok (its database is migrated on first use, seconds after
     the service is ready); False, and a line saying so, if it is not by then."""
     deadline = time.monotonic() + timeout_s
@@ -139,7 +139,7 @@ def _history_ready(url: str, timeout_s: float = HISTORY_WAIT_S) -> bool:
                 return state == "ok"
         except (OSError, ValueError):
             pass
-        time.sleep(1.0)
+        time.sleep(poll_s)
     print(f"(the history is {state} after {timeout_s:.0f} s: skipping the feedback calls; the service keeps serving)")
     return False
 

@@ -84,10 +84,15 @@ class Backbone:
             offset += n
         return out
 
-    async def __call__(self, batch: ImageBatch) -> FeatureBatch:
+    async def __call__(self, batch: ImageBatch, keep_images: bool = False) -> FeatureBatch:
+        """Features of the batch; with ``keep_images`` the resized images go on with them (for heatmaps: the
+        ingress then never decodes a full-size original to draw one)."""
         if len(batch.images) == 0:
             return FeatureBatch([], batch.rows, batch.errors)
-        return await self.extract_batch(batch)
+        features: FeatureBatch = await self.extract_batch(batch)
+        if keep_images:
+            features.images = batch.images
+        return features
 
     def ping(self) -> str:
         return "ok"

@@ -163,6 +163,9 @@ class IngressTuning(_Strict):
 
     batch_max_size: int = Field(16, ge=1, le=256, description="image requests gathered into one trip down the graph")
     batch_wait_timeout_s: float = Field(0.0, ge=0, le=1, description="0: no wait; batches form under load")
+    max_in_flight: int = Field(
+        256, ge=1, le=100_000, description="requests with a body in flight on one replica; beyond: a JSON 503"
+    )
 
 
 class BackboneTuning(_Strict):

@@ -47,6 +47,7 @@ class Ingress:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         tuning = IngressTuning(**user_config)
+        self.services.max_in_flight = tuning.max_in_flight
         tune_batching(self.services.images.batched, tuning.batch_max_size, tuning.batch_wait_timeout_s)
         tune_batching(self.services.sensors.batched, SENSOR_BATCH, tuning.batch_wait_timeout_s)
 

@@ -46,6 +46,7 @@ class FeatureBatch:
     errors: list[ItemError | None]
     backbone_ms: float = 0.0
     intensity: np.ndarray | None = None  # (N_ok,) mean pixel value in [0, 1]: the input statistic for drift
+    images: np.ndarray | None = None  # the resized inputs, when a heatmap is drawn over them (else not sent)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class ScoreResult:
     display_range: tuple[float, float] = (0.0, 1.0)
     timings: dict[str, float] = field(default_factory=dict)
     input_stat: float | None = None
+    image: np.ndarray | None = None  # uint8 (3, S, S): the resized input, to draw the heatmap over
 
 
 @dataclass

@@ -209,7 +209,8 @@ class ImagePipeline:
         for key, indices in by_backbone.items():
             args, backbone = self.backbones[key]
             images = self.preprocessor.remote([items[i].data for i in indices], args.image_size, self.max_pixels)
-            features = backbone.remote(images)  # passed on to the Scorer, not awaited here
+            keep = any(items[i].want_map for i in indices)  # the resized images come back for heatmaps only
+            features = backbone.remote(images, keep)  # passed on to the Scorer, not awaited here
             groups: dict[str, list[int]] = defaultdict(list)
             for position, i in enumerate(indices):
                 groups[items[i].entry.model_id].append(position)

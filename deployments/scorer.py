@@ -87,6 +87,8 @@ class Scorer:
                 result.timings = timings
                 if features.intensity is not None:
                     result.input_stat = float(features.intensity[features.rows[i]])
+                if want_maps and features.images is not None and isinstance(result, ScoreResult):
+                    result.image = features.images[features.rows[i]]
                 results[i] = result
         return [results[i] for i in items]
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from lineguard.deployments.config import AppArgs
+from lineguard.deployments.config import AppArgs, IngressTuning
 from lineguard.deployments.history_client import HistoryClient
 from lineguard.deployments.keys import KeyCache, KeyRing
 from lineguard.deployments.lines import LineDirectory, LineEntry
@@ -32,6 +32,7 @@ class Services:
     history: HistoryClient | None = None
     metrics: IngressMetrics | None = None
     probes: dict[str, Any] = field(default_factory=dict)  # deployment name -> handle (its ping() says it is up)
+    max_in_flight: int = IngressTuning().max_in_flight  # requests with a body at once (the ingress's user_config)
 
     @classmethod
     def build(

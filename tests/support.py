@@ -222,11 +222,12 @@ class FakePreprocessor:
 class FakeBackbone:
     """One 'feature' per image: its mean intensity (what the fake scorer scores)."""
 
-    def __call__(self, batch: Any) -> Any:
+    def __call__(self, batch: Any, keep_images: bool = False) -> Any:
         from lineguard.deployments.messages import FeatureBatch
 
         intensity = batch.images.reshape(len(batch.images), -1).mean(1) / 255.0 if len(batch.images) else np.zeros(0)
-        return FeatureBatch([intensity.astype(np.float32)], batch.rows, batch.errors, 1.0, intensity)
+        images = batch.images if keep_images else None
+        return FeatureBatch([intensity.astype(np.float32)], batch.rows, batch.errors, 1.0, intensity, images)
 
 
 class FakeScorer:
@@ -260,9 +261,9 @@ class FakeScorer:
             else:
                 heat = np.full((4, 4), value, dtype=np.float32) if want_maps else None
                 decision = AnomalyDecision(value, 0.5, value / 0.5, value > 0.5, heat)
-                out.append(
-                    ScoreResult(decision, (0.0, 1.0), {"score_ms": 0.1, "backbone_ms": features.backbone_ms}, value)
-                )
+                image = features.images[features.rows[i]] if want_maps and features.images is not None else None
+                timings = {"score_ms": 0.1, "backbone_ms": features.backbone_ms}
+                out.append(ScoreResult(decision, (0.0, 1.0), timings, value, image))
         return out
 
 

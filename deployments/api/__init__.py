@@ -8,14 +8,19 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from lineguard.deployments.api import errors, health, history, lines, predict, web
-from lineguard.deployments.api.security import CORS_SETTINGS, AuthMiddleware, BodyLimitMiddleware
+from lineguard.deployments.api.security import (
+    CORS_SETTINGS,
+    AdmissionMiddleware,
+    AuthMiddleware,
+    BodyLimitMiddleware,
+)
 from lineguard.deployments.services import Services
 from lineguard.deployments.telemetry import MetricsMiddleware
 
 
 def create_api(services: Services) -> FastAPI:
     """The application of one ingress replica. Middleware, outermost first: CORS (answers preflights from
-    allowed origins) -> body limit -> metrics -> API keys -> the routes."""
+    allowed origins) -> body limit -> metrics -> admission (requests in flight) -> API keys -> the routes."""
     app = FastAPI(
         title="LineGuard",
         version="1",
@@ -27,6 +32,7 @@ def create_api(services: Services) -> FastAPI:
         app.include_router(module.router)
     errors.install(app)
     app.add_middleware(AuthMiddleware, keys=services.keys)  # added innermost first
+    app.add_middleware(AdmissionMiddleware, limit=lambda: services.max_in_flight)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     app.add_middleware(
         BodyLimitMiddleware, limit=services.args.max_request_bytes, timeout_s=services.args.body_timeout_s

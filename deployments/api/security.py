@@ -25,7 +25,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -202,6 +202,35 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, counted, send)
+
+
+class AdmissionMiddleware:
+    """At most ``max_in_flight`` requests with a body at once on this replica (the ingress's ``user_config``);
+    beyond, a JSON 503 with ``Retry-After`` at once, rather than a wait in Ray's queue (whose refusals are
+    plain text, and whose waits add to ``request_timeout_s``). Reads always pass: the line list, a history
+    page and ``/healthz`` stay available while uploads crowd the replica."""
+
+    BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+    def __init__(self, app: Any, limit: Callable[[], int]) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope_, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or scope.get("method") not in self.BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit()
+        if self.in_flight >= limit:
+            detail = f"the service is at capacity ({limit} requests in flight on this replica): retry shortly"
+            await send_json(send, 503, {"detail": detail}, {"Retry-After": "1"})
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 CORS_SETTINGS: dict[str, Any] = {  # for the origins in security.cors_origins (none: no CORS headers at all)

@@ -47,7 +47,7 @@ class Service(BaseHTTPRequestHandler):
 @pytest.fixture
 def url() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Service)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
 
@@ -67,7 +67,7 @@ def test_the_feedback_calls_wait_for_the_history(url: str, tmp_path: Path, capsy
     part = tmp_path / "part.png"
     part.write_bytes(b"\x89PNG not really")
     Service.history = "degraded"
-    assert demo._history_ready(url, timeout_s=1.5) is False
+    assert demo._history_ready(url, timeout_s=0.3, poll_s=0.05) is False
     assert "skipping the feedback calls" in capsys.readouterr().out
-    threading.Timer(1.0, lambda: setattr(Service, "history", "ok")).start()
-    assert demo._history_ready(url, timeout_s=10) is True
+    threading.Timer(0.2, lambda: setattr(Service, "history", "ok")).start()
+    assert demo._history_ready(url, timeout_s=10, poll_s=0.05) is True

@@ -4,6 +4,7 @@ with fake scoring replicas behind fake handles (FastAPI's TestClient, real HTTP 
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import json
@@ -382,3 +383,58 @@ def test_a_body_that_trickles_in_gets_a_408_in_json(tmp_path: Path) -> None:
     asyncio.run(asyncio.wait_for(app(scope, receive, send), 5))
     assert sent[0]["status"] == 408
     assert "body_timeout_s" in json.loads(sent[1]["body"])["detail"]
+
+
+def test_beyond_max_in_flight_an_upload_gets_a_json_503_and_reads_still_pass() -> None:
+    from lineguard.deployments.api.security import AdmissionMiddleware
+
+    release = asyncio.Event()
+
+    async def slow_route(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["method"] == "POST":
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    admission = AdmissionMiddleware(slow_route, limit=lambda: 2)
+
+    async def call(method: str) -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(dict(message))
+
+        await admission({"type": "http", "method": method, "path": "/v1/lines/a/predict"}, None, send)
+        return sent
+
+    async def crowd() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[list[dict[str, Any]]]]:
+        held = [asyncio.ensure_future(call("POST")) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        refused, read = await call("POST"), await call("GET")
+        release.set()
+        return refused, read, list(await asyncio.gather(*held))
+
+    refused, read, held = asyncio.run(crowd())
+    assert refused[0]["status"] == 503 and (b"retry-after", b"1") in refused[0]["headers"]
+    assert "at capacity (2 requests in flight" in json.loads(refused[1]["body"])["detail"]
+    assert read[0]["status"] == 200 and [h[0]["status"] for h in held] == [200, 200]
+    assert admission.in_flight == 0
+
+
+def test_a_heatmap_is_drawn_without_decoding_the_original_in_the_ingress(
+    api: tuple[TestClient, Services, FakeHandle], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the ingress decoded every full-size original again to draw its heatmap (a 40 MP frame: 120 MB it kept)
+    from lineguard.deployments.api import predict
+
+    def never(*_: Any) -> None:
+        raise AssertionError("the ingress decoded the original image")
+
+    monkeypatch.setattr(predict, "open_image", never)
+    client, _, _ = api
+    answer = client.post(f"/v1/lines/{IMAGE_LINE}/predict?heatmap=true", files={"file": ("p.png", png(200, 300))})
+    assert answer.status_code == 200, answer.text
+    drawn = Image.open(io.BytesIO(base64.b64decode(answer.json()["heatmap_png"])))
+    assert drawn.size == (64, 64)  # over the resized input the Scorer sent back
+    plain = client.post(f"/v1/lines/{IMAGE_LINE}/predict", files={"file": ("p.png", png(200, 300))})
+    assert plain.status_code == 200 and "heatmap_png" not in plain.json()

@@ -103,7 +103,7 @@ def test_the_broken_second_page_of_a_tiff_does_not_fail_the_first() -> None:
 def test_a_slow_item_holds_one_thread_not_the_replica(monkeypatch: pytest.MonkeyPatch) -> None:
     def slow_or_fast(data: bytes, size: int, max_pixels: int) -> np.ndarray | ItemError:
         if data == b"slow":
-            time.sleep(1.5)
+            time.sleep(0.6)
             return ItemError(422, "slow")
         return decode(data, size, max_pixels)
 
@@ -122,4 +122,4 @@ def test_a_slow_item_holds_one_thread_not_the_replica(monkeypatch: pytest.Monkey
         await slow
         return waited
 
-    assert asyncio.run(both()) < 1.0
+    assert asyncio.run(both()) < 0.4
