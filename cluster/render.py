@@ -116,7 +116,7 @@ def render(serve_config_path: Path | str | None = None, options: ClusterOptions 
         "kind": "RayService",
         "metadata": {"name": options.name, "namespace": options.namespace},
         "spec": {
-            "serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False, width=1000),
+            "serveConfigV2": yaml.dump(serve_config, Dumper=_PlainDumper, sort_keys=False, width=1000),
             "rayClusterConfig": {
                 "rayVersion": ray_version(),
                 "enableInTreeAutoscaling": True,
@@ -155,6 +155,13 @@ def render(serve_config_path: Path | str | None = None, options: ClusterOptions 
         },
     }
     return HEADER + yaml.dump(manifest, Dumper=_BlockDumper, sort_keys=False, width=1000)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Every value written out where it stands: serve_config.yaml's anchors become copies, not aliases."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
 
 
 class _BlockDumper(yaml.SafeDumper):
