@@ -17,7 +17,7 @@ from lineguard.cli.launcher import descendants
 from lineguard.registry.store import ModelStore
 from lineguard.training.fit_image import fit_image_line
 from lineguard.training.options import FitOptions
-from tests.support import free_port
+from tests.support import bmp_frame, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,6 +88,11 @@ def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Pa
             f"{url}/v1/lines/line-1/predict", files={"file": (image.name, image.read_bytes())}, timeout=60
         )
         assert answer.status_code == 200 and answer.json()["is_anomaly"] is True, answer.text
+        frame = bmp_frame(4_700_000)  # over Ray's 4 MiB gRPC default between replicas: a 503 once
+        large = httpx.post(
+            f"{url}/v1/lines/line-1/predict", files={"file": ("frame.bmp", frame, "image/bmp")}, timeout=120
+        )
+        assert large.status_code == 200, large.text
         status = subprocess.run(
             [str(Path(sys.executable).parent / "serve"), "status"],
             env={**env, "RAY_AUTH_MODE": "token"},
