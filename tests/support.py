@@ -347,3 +347,46 @@ def write_service_lines(store: Any) -> None:
         threshold=Threshold(1.0, "m", 0.1),
     )  # fmt: skip
     store.write_version(card, to_bytes(model.fitted_state()))
+
+
+def grey_png(value: int, size: int = 32) -> bytes:
+    """A uniform grey PNG (the fake scorer scores its intensity)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (size, size), value).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+BRIGHT, DARK = grey_png(230), grey_png(30)  # the fake scorer: bright parts are anomalous
+
+
+def fake_services(tmp_path: Path, **args: Any) -> tuple[Any, FakeHandle]:
+    """One ingress replica's services over the fake scoring replicas: the real routers' ``Services`` with a
+    real Recorder (SQLite under ``tmp_path``) and store of :func:`write_service_lines`. Returns it and the
+    Scorer's handle."""
+    from lineguard.deployments.config import AppArgs
+    from lineguard.deployments.recorder import Recorder
+    from lineguard.deployments.services import Services
+    from lineguard.registry.store import ModelStore
+
+    store = ModelStore(tmp_path / "store")
+    write_service_lines(store)
+    app_args = AppArgs(
+        store=str(store.root),
+        backbones=[{"name": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"], "image_size": 64}],
+        history={"url": f"sqlite:///{tmp_path / 'history.db'}", "flush_interval_s": 60.0},  # reads do not wait for it
+        security={"keys_refresh_s": 0.01},
+        **args,
+    )
+    recorder_class: Any = Recorder.func_or_class  # type: ignore[attr-defined]  # the class under @serve.deployment
+    scorer = FakeHandle(FakeScorer())
+    recorder = FakeHandle(recorder_class(app_args.history.model_dump(), str(store.root)))
+    services = Services.build(
+        app_args, FakeHandle(FakePreprocessor()), [FakeHandle(FakeBackbone())], scorer,
+        FakeHandle(FakeSensorScorer(store)), recorder,
+    )  # fmt: skip
+    services.probes = {name: FakeHandle(Pinger()) for name in services.probes}
+    return services, scorer
