@@ -184,7 +184,12 @@ class ImagePipeline:
                     f"service's replicas carries: raise {HOP_LIMIT_ENV} in serve_config.yaml's runtime_env"
                 )
         calls = asyncio.gather(*(self.batched(ImageItem(entry, p, want_map)) for p in payloads))
-        return list(await _within(calls, self.timeout_s))
+        try:
+            return list(await _within(calls, self.timeout_s))
+        except LineGuardError:
+            raise
+        except Exception as err:  # a whole micro-batch failed (Ray's backpressure, say): never Ray's plain text
+            raise _unavailable(graph_error(err)) from err
 
     async def run(self, items: list[ImageItem]) -> list[Scored]:
         """One micro-batch down the graph, in runs of at most ``hop_bytes`` of image bytes (each its own trip)."""
@@ -308,7 +313,11 @@ class SensorPipeline:
 
 
 def _unavailable(error: ItemError) -> LineGuardError:
-    """A sensor request's failure as the error the API answers (the SensorScorer fails only with 503s)."""
+    """A failed hop as the error the API answers (its status from the one table, lineguard.errors)."""
     if error.status == 503:
         return UnavailableError(error.detail, error.retry_after_s or 1)
+    if error.status == 413:
+        return ImageTooLargeError(error.detail)
+    if error.status >= 500:
+        return LineGuardError(error.detail)  # a 500: a fault in a replica's code
     return DataError(error.detail)

@@ -187,3 +187,19 @@ def test_only_what_can_pass_is_a_503() -> None:
     for passing in (BackPressureError(num_queued_requests=9, max_queued_requests=8), ActorDiedError(), OSError()):
         answer = graph_error(passing)
         assert (answer.status, answer.retry_after_s) == (503, 1), passing
+
+
+def test_a_micro_batch_refused_by_ray_is_a_503_of_ours(lines: tuple[ModelStore, dict[str, LineEntry]]) -> None:
+    # Ray's BackPressureError escaped the route, and Ray answered it in plain text
+    from ray.serve.exceptions import BackPressureError
+
+    _, entries = lines
+    pipeline, _ = image_pipeline()
+
+    async def refused(item: ImageItem) -> ScoreResult:
+        raise BackPressureError(num_queued_requests=2, max_queued_requests=2)
+
+    pipeline.batched = refused
+    with pytest.raises(UnavailableError, match="at capacity") as caught:
+        asyncio.run(pipeline.score(entries[IMAGE_LINE], [png(10)], False))
+    assert caught.value.retry_after_s == 1
