@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lineguard.errors import DataError
+from lineguard.history.rows import escaped  # for names that must not refuse a part
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as the start of a formula
 
@@ -25,9 +26,7 @@ def printable(value: str, what: str, max_chars: int, allow: str = "") -> str:
     return value
 
 
-def escaped(value: str) -> str:
-    """``value`` with its control characters written out (``\\x00``), for names that must not refuse a part."""
-    return value if value.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+__all__ = ["FORMULA_START", "csv_cell", "escaped", "printable"]
 
 
 def csv_cell(value: Any) -> Any:

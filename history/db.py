@@ -24,7 +24,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.sql.elements import ColumnElement
 
 from lineguard.errors import ConfigError
-from lineguard.history.rows import PredictionRow, RowBatch, StoredPrediction, VerdictEntry
+from lineguard.history.rows import PredictionRow, RowBatch, StoredPrediction, VerdictEntry, escaped
 from lineguard.history.tables import COLUMNS, predictions, rejected_rows
 from lineguard.history.tables import verdicts as verdict_table
 
@@ -103,11 +103,6 @@ def display_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _printable(text: str) -> str:
-    """``text`` with NUL (which PostgreSQL's text refuses) and other control characters escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 class HistoryDB:
     def __init__(self, url: str = DEFAULT_URL) -> None:
         self.url = url
@@ -165,8 +160,8 @@ class HistoryDB:
         letter = {
             "id": str(params.get("id"))[:26],
             "rejected_at": time.time(),
-            "line": _printable(line)[:64] if isinstance(line, str) else None,
-            "error": _printable(f"{type(err).__name__}: {getattr(err, 'orig', None) or err}")[:500],
+            "line": escaped(line)[:64] if isinstance(line, str) else None,
+            "error": escaped(f"{type(err).__name__}: {getattr(err, 'orig', None) or err}")[:500],
             "row": json.dumps(params, default=str),  # NUL and control characters come out escaped
         }
         with self.engine.begin() as conn:
@@ -255,8 +250,3 @@ class HistoryDB:
     def count(self, query: HistoryQuery) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(predictions).where(*query.where())).scalar_one())
-
-    def ping(self) -> None:
-        """Raises unless the database answers (a constant query: no table is read)."""
-        with self.engine.connect() as conn:
-            conn.execute(select(1))

@@ -65,6 +65,12 @@ class VerdictEntry:
     note: str | None = None
 
 
+def escaped(text: str) -> str:
+    """``text`` with its control characters written out (``\\x00``): NUL, which PostgreSQL's text refuses,
+    and what a terminal or log viewer would act on."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 RECORD_FIELDS = tuple(f.name for f in fields(PredictionRow))
 ALL_FIELDS = tuple(f.name for f in fields(StoredPrediction))
 

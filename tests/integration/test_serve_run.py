@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from lineguard.cli.launcher import descendants
+from lineguard.cli.launcher import HAPROXY_FILES, descendants
 from lineguard.registry.store import ModelStore
 from lineguard.training.fit_image import fit_image_line
 from lineguard.training.options import FitOptions
@@ -39,10 +39,7 @@ def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Pa
         # HAProxy's fixed side ports, moved so that this instance and the session's can coexist
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy / "haproxy.cfg"),
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy / "server-state"),
+        **{key: str(haproxy / name) if name else str(haproxy) for key, name in HAPROXY_FILES.items()},
         # HAProxy's backup server is the Serve proxy's fallback on a fixed port (8500): left there, this
         # instance's HAProxy sent its requests to the session's proxy, and answered for the wrong service
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
