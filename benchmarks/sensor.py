@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks.serving import add_application_flags, ray_memory_mb, start_application
 from benchmarks.timing import http_load, thread_load
+from lineguard.cli import launcher
 
 LINE = "sensor-bench"
 
@@ -90,6 +91,7 @@ def serve_run(
     store_dir: Path, values: np.ndarray, plan: list[tuple[int, int]], args: argparse.Namespace
 ) -> dict[str, Any]:
     os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    os.environ.update(launcher.haproxy_binary(os.environ))  # as `lineguard serve` starts it
     import httpx
     import ray
     from ray import serve

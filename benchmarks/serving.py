@@ -21,10 +21,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from benchmarks.datasets import DATASETS
 from benchmarks.timing import http_load, thread_load
+from lineguard.cli import launcher
 
 DEFAULT_DATA = DATASETS / "battery_weld" / "welding"
 
@@ -71,20 +72,19 @@ def image_form(images: list[bytes]) -> Callable[[int], dict[str, Any]]:
     return request
 
 
-def ray_processes() -> list[tuple[int, str, float]]:
-    """``(pid, name, resident MB)`` of every Ray process (and HAProxy) on this machine, from /proc."""
+def ray_processes() -> list[tuple[int, str, float, float]]:
+    """``(pid, name, resident MB, of which shared MB)`` of every Ray process (and HAProxy) on this machine,
+    from /proc. Shared memory is mostly Ray's object store, which lives in the raylet: its pages count in
+    the raylet's resident memory once touched, up to the store's size, and are not the raylet's own."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             command = (entry / "cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace")
-            rss_kb = next(
-                int(line.split()[1])
-                for line in (entry / "status").read_text().splitlines()
-                if line.startswith("VmRSS:")
-            )
-        except (OSError, StopIteration, ValueError):
+            fields = dict(line.split(":", 1) for line in (entry / "status").read_text().splitlines() if ":" in line)
+            rss_kb, shared_kb = int(fields["VmRSS"].split()[0]), int(fields.get("RssShmem", "0 kB").split()[0])
+        except (OSError, KeyError, ValueError):
             continue
         if "ray::" in command:
             name = command.split()[0]
@@ -92,14 +92,14 @@ def ray_processes() -> list[tuple[int, str, float]]:
             name = Path(command.split()[0]).name
         else:
             continue
-        found.append((int(entry.name), name, rss_kb / 1024))
+        found.append((int(entry.name), name, rss_kb / 1024, shared_kb / 1024))
     return found
 
 
 def ray_memory_mb() -> dict[str, float]:
     """Resident memory of Ray's processes (and HAProxy), summed by process name."""
     totals: dict[str, float] = {}
-    for _, name, mb in ray_processes():
+    for _, name, mb, _ in ray_processes():
         totals[name] = totals.get(name, 0.0) + mb
     return totals
 
@@ -145,6 +145,25 @@ def add_application_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-history", action="store_true", help="answers not recorded (no Recorder)")
 
 
+def conclude(result: dict[str, Any], out: Path | None, settings: dict[str, Any]) -> NoReturn:
+    """Say whether the targets were met, write ``result`` to ``out`` (JSON) and exit 1 when they were not."""
+    print("targets met" if result["targets_met"] else "TARGETS MISSED")
+    if out:
+        out.write_text(json.dumps({"settings": settings, **result}, indent=2, default=str))
+    raise SystemExit(0 if result["targets_met"] else 1)
+
+
+def wait_healthy(base: str, timeout_s: float = 120.0) -> None:
+    """Wait until ``base``/healthz answers 200 (the application and its history are up)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while httpx.get(f"{base}/healthz", timeout=10).status_code != 200:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the application did not become healthy in {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
 def start_application(store_dir: Path, args: argparse.Namespace) -> tuple[int, float]:
     """A private local Ray running the application of ``args.config`` (with ``args.set`` and ``args.env``)
     on a free port; returns the port and when ``serve.run`` began."""
@@ -161,6 +180,7 @@ def start_application(store_dir: Path, args: argparse.Namespace) -> tuple[int, f
     # the application's runtime_env and --env reach every replica through Ray's environment
     if not args.no_haproxy:
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+        os.environ.update(launcher.haproxy_binary(os.environ))  # as `lineguard serve` starts it
     os.environ["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "0" if args.no_grpc else "1"
     os.environ.update(config_file.env_vars(app))
     os.environ.update(dict(pair.split("=", 1) for pair in args.env))

@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,21 @@ def _overridden(
         http["host"] = host
     if port is not None:
         http["port"] = port
+    check_timeouts(http, args)
     return yaml.safe_dump(data, sort_keys=False)
+
+
+def check_timeouts(http: dict[str, Any], args: dict[str, Any]) -> None:
+    """The ingress must answer before Serve's proxy gives up on a request: its body time plus its scoring
+    time stay under ``http_options.request_timeout_s``, or clients get Ray's plain-text 408 instead of the
+    API's JSON answer."""
+    outer = http.get("request_timeout_s")
+    inner = float(args.get("request_timeout_s", 30.0)) + float(args.get("body_timeout_s", 20.0))
+    if outer is not None and float(outer) <= inner:
+        raise ConfigError(
+            f"http_options.request_timeout_s ({outer} s) must be over the application's request_timeout_s "
+            f"plus body_timeout_s ({inner:g} s): raise it, or lower those two"
+        )
 
 
 def private_folder(name: str = f"lineguard-haproxy-{os.getuid()}") -> Path:
@@ -109,15 +123,33 @@ def private_folder(name: str = f"lineguard-haproxy-{os.getuid()}") -> Path:
     return folder
 
 
+def haproxy_binary(environ: Mapping[str, str]) -> dict[str, str]:
+    """The settings that make Ray start HAProxy through ``lineguard-haproxy`` (:mod:`lineguard.cli.haproxy`:
+    stats page on loopback, admin socket 0600, a time limit on headers, JSON error pages). A binary the
+    caller chose in ``RAY_SERVE_HAPROXY_BINARY_PATH`` is the one the wrapper runs."""
+    wrapper = Path(sys.executable).parent / "lineguard-haproxy"
+    if not wrapper.is_file():
+        raise ConfigError(f"{wrapper} is missing: reinstall LineGuard (make setup, or pip install -e .)")
+    given = environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    settings = {"RAY_SERVE_HAPROXY_BINARY_PATH": str(wrapper)}
+    if given and Path(given) != wrapper:
+        settings["LINEGUARD_HAPROXY_BINARY"] = given
+    return settings
+
+
 def serve_environment(haproxy: bool = True) -> dict[str, str]:
     env = dict(os.environ)
     if haproxy:
         env.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+        env.update(haproxy_binary(env))
         # Ray makes HAProxy's admin socket mode 666 at admin level, in /tmp/haproxy-serve/: anyone on the
-        # machine could drive it. Its files go to a folder only this user can enter instead.
+        # machine could drive it (the wrapper makes it 0600). Its files go to a folder only this user can
+        # enter, too.
         folder = private_folder()
         for key, name in HAPROXY_FILES.items():
             env.setdefault(key, str(folder / name) if name else str(folder))
+        # a client that reads nothing of its answer for this long is gone (Ray's default: an hour)
+        env.setdefault("RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S", "90")
     env.setdefault("RAY_SERVE_USE_GRPC_BY_DEFAULT", "1")
     env.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     return env

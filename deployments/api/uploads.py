@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException  # FastAPI's is a subclass: catching it let the middleware's 408 through
 from starlette.requests import ClientDisconnect
 
 from lineguard.deployments.api.errors import APIError
@@ -39,7 +40,7 @@ async def read_images(request: Request, field: str, limit: int, max_image_bytes:
         )
     try:
         form = await request.form(max_files=limit, max_fields=10)
-    except (HTTPException, ClientDisconnect):  # the body limit (over max_request_bytes); the client went away
+    except (HTTPException, ClientDisconnect):  # the body's size or time limit (BodyLimitMiddleware); the client left
         raise
     except Exception as err:  # starlette raises MultiPartException and friends for malformed bodies
         if "Too many files" in str(err):

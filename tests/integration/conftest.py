@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from lineguard.cli import launcher
 from lineguard.deployments import config_file
 from lineguard.deployments.app import bind_graph
 from lineguard.deployments.keys import KEYS_FILE, KeyRing
@@ -121,6 +122,7 @@ def ray_session() -> Iterator[None]:
     import ray
 
     os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    os.environ.update(launcher.haproxy_binary(os.environ))  # HAProxy as `lineguard serve` starts it
     for key, value in config_file.env_vars(config_file.application(config_file.read())).items():
         os.environ.setdefault(key, value)  # the application's runtime_env, as serve run applies it
     metrics_port = free_port()

@@ -1,10 +1,16 @@
-"""``lineguard serve`` runs ``serve run serve_config.yaml`` for real: ready, answering, stopped cleanly."""
+"""``lineguard serve`` runs ``serve run serve_config.yaml`` for real: ready, answering, stopped cleanly, and its
+front door holds against clients that trickle their headers or bodies."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -12,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from lineguard.cli.launcher import HAPROXY_FILES, descendants
 from lineguard.registry.store import ModelStore
@@ -31,14 +38,15 @@ def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Pa
     fit_image_line(
         "line-1", synthetic_line, FitOptions(head_params={"bank_size": 512}, evaluate=False, progress=False), store
     )
-    port = free_port()
+    port, stats_port = free_port(), free_port()
     haproxy = Path(tempfile.mkdtemp(prefix="lg-haproxy-", dir="/tmp"))  # short: a socket path has 107 bytes
     env = {
         **os.environ,
         "RAY_ADDRESS": "local",  # a private Ray, even while the test session's Ray runs
         # HAProxy's fixed side ports, moved so that this instance and the session's can coexist
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+        "LINEGUARD_HAPROXY_HEADER_TIMEOUT_S": "2",  # the headers' time limit (10 s as shipped), short here
         **{key: str(haproxy / name) if name else str(haproxy) for key, name in HAPROXY_FILES.items()},
         # HAProxy's backup server is the Serve proxy's fallback on a fixed port (8500): left there, this
         # instance's HAProxy sent its requests to the session's proxy, and answered for the wrong service
@@ -90,6 +98,8 @@ def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Pa
             f"{url}/v1/lines/line-1/predict", files={"file": ("frame.bmp", frame, "image/bmp")}, timeout=120
         )
         assert large.status_code == 200, large.text
+        check_the_front_door(port, stats_port)
+        check_only_loopback(haproxy, [stats_port, int(env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"])])
         status = subprocess.run(
             [str(Path(sys.executable).parent / "serve"), "status"],
             env={**env, "RAY_AUTH_MODE": "token"},
@@ -113,6 +123,76 @@ def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Pa
     assert not alive, f"processes left running after SIGTERM: {[_describe(p) for p in alive]}"
     assert not list((tmp_path / "tmp").glob("lineguard-serve-*")), "the launcher left its temporary folder"
     shutil.rmtree(haproxy, ignore_errors=True)
+
+
+def check_the_front_door(port: int, stats_port: int) -> None:
+    """HAProxy as `lineguard serve` starts it: its stats page answers on loopback; a client that trickles its
+    headers is cut after the headers' limit; 300 that trickle their bodies get a JSON 408 after the ingress's
+    body_timeout_s (or a JSON 503 beyond max_in_flight, at once) while reads keep being answered."""
+    assert httpx.get(f"http://127.0.0.1:{stats_port}/stats", timeout=10).status_code == 200
+    slow = socket.create_connection(("127.0.0.1", port), timeout=10)
+    slow.sendall(b"GET /v1/lines HTTP/1.1\r\nHost: lineguard\r\n")
+    started = time.monotonic()
+    while not select.select([slow], [], [], 0.5)[0] and time.monotonic() - started < 10:
+        slow.sendall(b"X")  # a byte at a time keeps ``timeout client`` from cutting it; the headers' limit does
+    assert slow.recv(100).startswith(b"HTTP/1.1 408") and time.monotonic() - started < 5
+    slow.close()
+
+    head = (
+        b"POST /v1/lines/line-1/predict HTTP/1.1\r\nHost: lineguard\r\nContent-Length: 100000\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n"
+        b'Content-Disposition: form-data; name="file"; filename="part.png"\r\nContent-Type: image/png\r\n\r\n'
+    )  # then the file's bytes, one a second
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(300)]
+    for client in clients:
+        client.sendall(head)
+    answers: dict[socket.socket, bytes] = {}
+    reads: list[float] = []
+    started = time.monotonic()
+    while len(answers) < len(clients) and time.monotonic() - started < 40:
+        for client in select.select([c for c in clients if c not in answers], [], [], 1.0)[0]:
+            answers[client] = client.recv(4096)
+        for client in clients:
+            if client not in answers:
+                with contextlib.suppress(OSError):  # answered meanwhile: read on the next round
+                    client.sendall(b"-")
+        if len(reads) < 5 and time.monotonic() - started > 2:  # every trickler has reached the ingress
+            begun = time.monotonic()
+            assert httpx.get(f"http://127.0.0.1:{port}/v1/lines", timeout=10).status_code == 200
+            reads.append(time.monotonic() - begun)
+    for client in clients:
+        client.close()
+    assert len(reads) == 5 and max(reads) < 3, f"reads under 300 trickling uploads took {reads} s"
+    assert len(answers) == len(clients), f"{len(clients) - len(answers)} trickling uploads were never answered"
+    statuses = {int(raw.split(b" ", 2)[1]) for raw in answers.values()}
+    assert statuses <= {408, 503} and 408 in statuses, {raw[:400] for raw in answers.values()}
+    late = next(raw for raw in answers.values() if b" 408 " in raw.split(b"\r\n", 1)[0])
+    assert "body_timeout_s" in json.loads(late.split(b"\r\n\r\n", 1)[1])["detail"]
+
+
+def check_only_loopback(haproxy: Path, ports: list[int]) -> None:
+    """With ``--host 127.0.0.1`` nothing answers on the machine's network address: not the stats page, the
+    fallback proxy or the ingress replicas' direct ports (read from HAProxy's configuration)."""
+    address = outward_address()
+    if address is None:  # a machine with loopback only: nothing to reach around the front door
+        return
+    config = next(haproxy.glob("*/haproxy.cfg")).read_text()
+    replicas = [int(port) for port in re.findall(r"server SERVE_REPLICA\S* [0-9.]+:(\d+)", config)]
+    assert replicas, config
+    for port in ports + replicas:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((address, port), timeout=2).close()
+
+
+def outward_address() -> str | None:
+    """This machine's address on its network (None: loopback only)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # UDP: picks the route, sends nothing
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") else address
 
 
 def _running(pid: int) -> bool:

@@ -52,3 +52,12 @@ def test_a_private_folder_someone_else_planted_is_refused(tmp_path: Path, monkey
             launcher.private_folder(planted.name)
     finally:
         planted.unlink()
+
+
+def test_serves_proxy_must_not_give_up_before_the_ingress_answers(tmp_path: Path) -> None:
+    data = yaml.safe_load(launcher.CHECKOUT_CONFIG.read_text())
+    data["http_options"]["request_timeout_s"] = 40  # under 30 s of scoring + 20 s of body
+    config = tmp_path / "serve_config.yaml"
+    config.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"http_options\.request_timeout_s"), launcher.prepared_config(config):
+        pass

@@ -125,27 +125,43 @@ def test_every_verdict_is_kept_with_the_key_it_came_with(tmp_path: Path, caplog:
     assert f"key {lead.id} (lead) POST {url} 200" in caplog.text  # the access line names the key
 
 
-def test_a_body_that_trickles_in_gets_a_408_in_json(tmp_path: Path) -> None:
+MULTIPART_HEAD = (
+    b'--b\r\nContent-Disposition: form-data; name="file"; filename="part.png"\r\nContent-Type: image/png\r\n\r\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "content_type", "first"),
+    [
+        (SENSOR_LINE, b"application/json", b"{"),
+        (IMAGE_LINE, b"multipart/form-data; boundary=b", MULTIPART_HEAD),  # once a 422 "malformed multipart body"
+    ],
+    ids=["json", "multipart"],
+)
+def test_a_body_that_trickles_in_gets_a_408_in_json(
+    tmp_path: Path, line: str, content_type: bytes, first: bytes
+) -> None:
     # 300 clients sending a byte a second once held every ingress slot, even GET /v1/lines's
     services, _ = fake_services(tmp_path, body_timeout_s=0.5)
     app = create_api(services)
     sent: list[dict[str, Any]] = []
+    chunks = iter([first])
 
     async def receive() -> dict[str, Any]:
         await asyncio.sleep(0.2)
-        return {"type": "http.request", "body": b"{", "more_body": True}  # a byte, now and then, forever
+        return {"type": "http.request", "body": next(chunks, b"x"), "more_body": True}  # a byte now and then
 
     async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(dict(message))
 
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-        "path": f"/v1/lines/{SENSOR_LINE}/predict", "raw_path": b"", "query_string": b"", "root_path": "",
-        "headers": [(b"content-type", b"application/json")],
+        "path": f"/v1/lines/{line}/predict", "raw_path": b"", "query_string": b"", "root_path": "",
+        "headers": [(b"content-type", content_type)],
         "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
     }  # fmt: skip
     asyncio.run(asyncio.wait_for(app(scope, receive, send), 5))
-    assert sent[0]["status"] == 408
+    assert sent[0]["status"] == 408, sent
     assert "body_timeout_s" in json.loads(sent[1]["body"])["detail"]
 
 
