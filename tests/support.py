@@ -38,6 +38,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def private_serve_env(haproxy: Path, stats_port: int | None = None) -> dict[str, str]:
+    """The environment of a second Serve with HAProxy on this machine beside the test session's: every fixed
+    port and file of Serve's HAProxy (side ports, the fallback proxy, configuration, admin socket, server
+    state; two instances overwrote each other's, or one answered for the other) moved to its own."""
+    from lineguard.cli.launcher import HAPROXY_FILES
+
+    return {
+        "RAY_ADDRESS": "local",  # a private Ray, even while the test session's Ray runs
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port or free_port()),
+        **{key: str(haproxy / name) if name else str(haproxy) for key, name in HAPROXY_FILES.items()},
+        # HAProxy's backup server is the Serve proxy's fallback on a fixed port (8500): left there, this
+        # instance's HAProxy sent its requests to the session's proxy, and answered for the wrong service
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
+        # the replicas' direct-ingress ports: a range of their own, below the ephemeral ports free_port() uses
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "31100",
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "31999",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": "41100",
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": "41999",
+        "RAY_TMPDIR": "/tmp",  # Ray keeps its default (its socket paths must stay short)
+    }
+
+
 def wait_for(condition: Callable[[], Any], timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():

@@ -20,20 +20,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lineguard.cli.launcher import HAPROXY_FILES, descendants
+from lineguard.cli.launcher import descendants
 from lineguard.registry.store import ModelStore
 from lineguard.training.fit_image import fit_image_line
 from lineguard.training.options import FitOptions
-from tests.support import bmp_frame, free_port
+from tests.support import bmp_frame, free_port, private_serve_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Path) -> None:
-    """A second Serve with HAProxy on this machine beside the session's: every fixed port and file of Serve's
-    HAProxy (side ports, the fallback proxy, configuration, admin socket, server state; two instances
-    overwrote each other's, or one answered for the other) is moved to this instance's own, so the test
-    passes in any order."""
+    """A second Serve with HAProxy on this machine beside the session's (:func:`private_serve_env`), so the
+    test passes in any order."""
     store = ModelStore(tmp_path / "store")
     fit_image_line(
         "line-1", synthetic_line, FitOptions(head_params={"bank_size": 512}, evaluate=False, progress=False), store
@@ -42,21 +40,8 @@ def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Pa
     haproxy = Path(tempfile.mkdtemp(prefix="lg-haproxy-", dir="/tmp"))  # short: a socket path has 107 bytes
     env = {
         **os.environ,
-        "RAY_ADDRESS": "local",  # a private Ray, even while the test session's Ray runs
-        # HAProxy's fixed side ports, moved so that this instance and the session's can coexist
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+        **private_serve_env(haproxy, stats_port),
         "LINEGUARD_HAPROXY_HEADER_TIMEOUT_S": "2",  # the headers' time limit (10 s as shipped), short here
-        **{key: str(haproxy / name) if name else str(haproxy) for key, name in HAPROXY_FILES.items()},
-        # HAProxy's backup server is the Serve proxy's fallback on a fixed port (8500): left there, this
-        # instance's HAProxy sent its requests to the session's proxy, and answered for the wrong service
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
-        # the replicas' direct-ingress ports: a range of their own, below the ephemeral ports free_port() uses
-        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "31100",
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": "31999",
-        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": "41100",
-        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": "41999",
     }
     command = [
         sys.executable,
@@ -74,7 +59,6 @@ def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Pa
     ]
     started = time.monotonic()
     env["TMPDIR"] = str(tmp_path / "tmp")  # where the launcher writes its prepared config (and must clean up)
-    env["RAY_TMPDIR"] = "/tmp"  # Ray keeps its default (its socket paths must stay short)
     (tmp_path / "tmp").mkdir()
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

@@ -13,6 +13,7 @@ from lineguard.cluster.render import DOCKERFILE, MANIFEST, ClusterOptions, check
 from lineguard.cluster.render import serve_config_for_cluster as for_cluster
 from lineguard.deployments import config_file
 from lineguard.deployments.config import AppArgs
+from tests.image import copies
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,8 @@ def test_dockerfile_builds_on_the_pinned_ray() -> None:
     tag = check_image_tag()
     assert tag.startswith(ray_version() + "-py311")
     text = DOCKERFILE.read_text()
-    assert "pip install --no-cache-dir ." in text  # the lineguard package, installed (Serve imports it by name)
+    (copy,) = copies()  # the checkout as one unit, installed as the lineguard package (Serve imports it by name)
+    assert f"pip install --no-cache-dir {copy.destination}" in text and f"rm -rf {copy.destination}" in text
     assert "PYTHONPATH" not in text  # nothing is imported from the source folders
 
 
