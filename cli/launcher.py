@@ -59,12 +59,13 @@ def prepared_config(
     port: int | None = None,
     default_line: str | None = None,
     sample_roots: list[str] | None = None,
+    history_url: str | None = None,
 ) -> Iterator[Path]:
     """A copy of ``config`` with the overrides applied, in a temporary folder removed afterwards."""
     folder = Path(tempfile.mkdtemp(prefix="lineguard-serve-"))
     try:
         target = folder / "serve_config.yaml"
-        target.write_text(_overridden(config, store, host, port, default_line, sample_roots))
+        target.write_text(_overridden(config, store, host, port, default_line, sample_roots, history_url))
         yield target
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -77,6 +78,7 @@ def _overridden(
     port: int | None,
     default_line: str | None,
     sample_roots: list[str] | None,
+    history_url: str | None = None,
 ) -> str:
     config = config_path(config)
     data: dict[str, Any] = yaml.safe_load(config.read_text())
@@ -88,6 +90,8 @@ def _overridden(
         args["store"] = str(Path(store).resolve()) if "://" not in store else store
     if default_line is not None:
         args["default_line"] = default_line
+    if history_url is not None:  # a database URL, or env:NAME (read where the Recorder runs)
+        args["history"] = {**(args.get("history") or {}), "url": history_url}
     if sample_roots:  # folders the web page's simulator may read
         args.setdefault("web", {})["sample_roots"] = [str(Path(r).resolve()) for r in sample_roots]
     http = data.setdefault("http_options", {})

@@ -38,6 +38,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def outward_address() -> str | None:
+    """This machine's address on its network (None: loopback only)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # UDP: picks the route, sends nothing
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") else address
+
+
 def private_serve_env(haproxy: Path, stats_port: int | None = None) -> dict[str, str]:
     """The environment of a second Serve with HAProxy on this machine beside the test session's: every fixed
     port and file of Serve's HAProxy (side ports, the fallback proxy, configuration, admin socket, server

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException  # FastAPI's is a subclass: catching it let the middleware's 408 through
+from starlette.exceptions import HTTPException  # FastAPI's is a subclass, which misses the middleware's
 from starlette.requests import ClientDisconnect
 
 from lineguard.deployments.api.errors import APIError
@@ -16,12 +16,19 @@ from lineguard.deployments.sensor_input import Readings, parse_readings
 from lineguard.deployments.text import escaped, printable
 
 MAX_SENSOR_ID = 200
+BODY_LIMITS = frozenset({408, 413})  # what BodyLimitMiddleware raises while the form is read
 
 
 @dataclass
 class Upload:
     files: list[tuple[str | None, bytes]]  # (file name, bytes), in the order sent
     sensor_id: str | None
+
+
+def _malformed(why: str, limit: int) -> APIError:
+    if "Too many files" in why:
+        return APIError(413, f"more than {limit} files in one request, over the limit of {limit}")
+    return APIError(422, f"malformed multipart body: {why}")
 
 
 async def read_images(request: Request, field: str, limit: int, max_image_bytes: int) -> Upload:
@@ -40,12 +47,14 @@ async def read_images(request: Request, field: str, limit: int, max_image_bytes:
         )
     try:
         form = await request.form(max_files=limit, max_fields=10)
-    except (HTTPException, ClientDisconnect):  # the body's size or time limit (BodyLimitMiddleware); the client left
+    except ClientDisconnect:
         raise
-    except Exception as err:  # starlette raises MultiPartException and friends for malformed bodies
-        if "Too many files" in str(err):
-            raise APIError(413, f"more than {limit} files in one request, over the limit of {limit}") from err
-        raise APIError(422, f"malformed multipart body: {err}") from err
+    except HTTPException as err:
+        if err.status_code in BODY_LIMITS:  # the body's size or time limit (BodyLimitMiddleware)
+            raise
+        raise _malformed(str(err.detail), limit) from err  # starlette's 400 for a malformed multipart body
+    except Exception as err:  # MultiPartException and friends, outside an app's scope
+        raise _malformed(str(err), limit) from err
     uploads = [v for k, v in form.multi_items() if k == field]
     if not uploads:
         raise APIError(422, f"no file field named {field!r} in the form (fields: {sorted(set(form.keys()))})")

@@ -11,10 +11,12 @@ import select
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -24,7 +26,7 @@ from lineguard.cli.launcher import descendants
 from lineguard.registry.store import ModelStore
 from lineguard.training.fit_image import fit_image_line
 from lineguard.training.options import FitOptions
-from tests.support import bmp_frame, free_port, private_serve_env
+from tests.support import bmp_frame, free_port, outward_address, private_serve_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,9 +75,7 @@ def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Pa
                 time.sleep(0.5)
         assert ready is not None, process.stdout.read().decode()[-3000:] if process.stdout else ""
         image = sorted((synthetic_line / "test" / "scratch").glob("*.png"))[0]
-        answer = httpx.post(
-            f"{url}/v1/lines/line-1/predict", files={"file": (image.name, image.read_bytes())}, timeout=60
-        )
+        answer = predict(url, image)
         assert answer.status_code == 200 and answer.json()["is_anomaly"] is True, answer.text
         frame = bmp_frame(4_700_000)  # over Ray's 4 MiB gRPC default between replicas: a 503 once
         large = httpx.post(
@@ -95,6 +95,10 @@ def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Pa
         assert status.returncode != 0 or "RUNNING" in status.stdout or "HEALTHY" in status.stdout
         tree = descendants(process.pid)
         assert tree, "serve run should have started Ray below the launcher"
+        # the last answers before the stop: their rows may still be in the ingress's outbox when SIGTERM comes
+        with ThreadPoolExecutor(8) as pool:
+            last = list(pool.map(lambda _: predict(url, image).status_code, range(16)))
+        answered = 2 + last.count(200)
     finally:
         process.send_signal(signal.SIGTERM)
         time.sleep(0.3)
@@ -106,7 +110,14 @@ def test_lineguard_serve_runs_the_config_file(synthetic_line: Path, tmp_path: Pa
         time.sleep(0.5)
     assert not alive, f"processes left running after SIGTERM: {[_describe(p) for p in alive]}"
     assert not list((tmp_path / "tmp").glob("lineguard-serve-*")), "the launcher left its temporary folder"
+    with sqlite3.connect(Path(store.root) / "history.db") as db:  # a graceful stop writes what the outbox held
+        (recorded,) = db.execute("SELECT count(*) FROM predictions").fetchone()
+    assert recorded == answered, f"{answered} predictions answered, {recorded} in the history after the stop"
     shutil.rmtree(haproxy, ignore_errors=True)
+
+
+def predict(url: str, image: Path) -> httpx.Response:
+    return httpx.post(f"{url}/v1/lines/line-1/predict", files={"file": (image.name, image.read_bytes())}, timeout=60)
 
 
 def check_the_front_door(port: int, stats_port: int) -> None:
@@ -135,7 +146,7 @@ def check_the_front_door(port: int, stats_port: int) -> None:
     started = time.monotonic()
     while len(answers) < len(clients) and time.monotonic() - started < 40:
         for client in select.select([c for c in clients if c not in answers], [], [], 1.0)[0]:
-            answers[client] = client.recv(4096)
+            answers[client] = whole_response(client)
         for client in clients:
             if client not in answers:
                 with contextlib.suppress(OSError):  # answered meanwhile: read on the next round
@@ -154,6 +165,19 @@ def check_the_front_door(port: int, stats_port: int) -> None:
     assert "body_timeout_s" in json.loads(late.split(b"\r\n\r\n", 1)[1])["detail"]
 
 
+def whole_response(client: socket.socket) -> bytes:
+    """One HTTP response off ``client``: its head and as much body as its Content-Length says."""
+    raw = b""
+    while b"\r\n\r\n" not in raw and (chunk := client.recv(4096)):
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lengths = [line.split(b":")[1] for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")]
+    length = int(lengths[0]) if lengths else 0
+    while len(body) < length and (chunk := client.recv(4096)):
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def check_only_loopback(haproxy: Path, ports: list[int]) -> None:
     """With ``--host 127.0.0.1`` nothing answers on the machine's network address: not the stats page, the
     fallback proxy or the ingress replicas' direct ports (read from HAProxy's configuration)."""
@@ -166,17 +190,6 @@ def check_only_loopback(haproxy: Path, ports: list[int]) -> None:
     for port in ports + replicas:
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((address, port), timeout=2).close()
-
-
-def outward_address() -> str | None:
-    """This machine's address on its network (None: loopback only)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("10.255.255.255", 1))  # UDP: picks the route, sends nothing
-        except OSError:
-            return None
-        address = str(probe.getsockname()[0])
-    return None if address.startswith("127.") else address
 
 
 def _running(pid: int) -> bool:

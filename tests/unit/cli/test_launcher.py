@@ -61,3 +61,9 @@ def test_serves_proxy_must_not_give_up_before_the_ingress_answers(tmp_path: Path
     config.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=r"http_options\.request_timeout_s"), launcher.prepared_config(config):
         pass
+
+
+def test_the_history_url_can_come_from_the_command_line(tmp_path: Path) -> None:
+    with launcher.prepared_config(launcher.CHECKOUT_CONFIG, history_url="env:LINEGUARD_HISTORY_URL") as copy:
+        history = yaml.safe_load(copy.read_text())["applications"][0]["args"]["history"]
+    assert history["url"] == "env:LINEGUARD_HISTORY_URL" and history["batch_rows"] == 2000  # the rest kept

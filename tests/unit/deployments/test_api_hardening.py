@@ -218,3 +218,19 @@ def test_a_heatmap_is_drawn_without_decoding_the_original_in_the_ingress(
     assert drawn.size == (64, 64)  # over the resized input the Scorer sent back
     plain = client.post(f"/v1/lines/{IMAGE_LINE}/predict", files={"file": ("p.png", grey_png(200, 300))})
     assert plain.status_code == 200 and "heatmap_png" not in plain.json()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"--b\r\n"),  # no boundary
+        ("multipart/form-data; boundary=b", b"--b\r\nno colon in this header line\r\n\r\nxx\r\n--b--\r\n"),
+    ],
+    ids=["no-boundary", "bad-part-header"],
+)
+def test_a_malformed_multipart_body_is_a_422_that_says_so(
+    api: tuple[TestClient, Services, FakeHandle], content_type: str, body: bytes
+) -> None:
+    client, _, _ = api
+    answer = client.post(f"/v1/lines/{IMAGE_LINE}/predict", content=body, headers={"content-type": content_type})
+    assert answer.status_code == 422 and "multipart" in answer.json()["detail"], answer.text
