@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: demo test unit test-all lint bench clean postgres chromium nginx
+.PHONY: demo test unit test-all lint bench clean postgres chromium nginx deploy-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ lint: $(STAMP)  ## ruff, mypy (strict) and the import contracts of docs/architec
 	$(BIN)/python -m tools.typecheck
 	$(BIN)/python -m tools.lint_imports
 
-test: lint postgres chromium nginx  ## the test command CI runs (.ci/run): lint, types, then every suite not marked slow
+test: lint postgres chromium nginx deploy-tools  ## the test command CI runs (.ci/run): lint, types, then every suite not marked slow
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 unit: $(STAMP)  ## the unit run (under a minute): no Ray cluster, database server, browser or shared data
@@ -55,7 +55,16 @@ nginx:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null) ; } || \
 	  echo "nginx is not installed and cannot be installed here: the TLS front's test will be skipped"
 
-test-all: lint postgres chromium nginx  ## every suite, slow ones included
+# The checks of deploy/ run Debian's Prometheus (prometheus, promtool) and docker-compose's `config` (no Docker
+# daemon needed); as root on a Debian machine without them, this installs both packages.
+deploy-tools:
+	@{ command -v promtool && command -v docker-compose ; } >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      prometheus docker-compose >/dev/null) ; } || \
+	  echo "Prometheus or docker-compose is not installed and cannot be installed here: their tests will be skipped"
+
+test-all: lint postgres chromium nginx deploy-tools  ## every suite, slow ones included
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The folder that holds the benchmark data sets (magnetic_tile/, battery_weld/; README "Benchmarks").

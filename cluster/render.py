@@ -124,7 +124,7 @@ def render(serve_config_path: Path | str | None = None, options: ClusterOptions 
                 "headGroupSpec": {
                     # the head runs Serve's controller and a proxy, no replicas (num-cpus 0)
                     "rayStartParams": {"dashboard-host": "0.0.0.0", "num-cpus": "0"},
-                    "template": {"spec": {"containers": [head]}},
+                    "template": {"metadata": {"labels": _labels(options)}, "spec": {"containers": [head]}},
                 },
                 "workerGroupSpecs": [
                     {
@@ -133,7 +133,7 @@ def render(serve_config_path: Path | str | None = None, options: ClusterOptions 
                         "minReplicas": options.cpu_workers[0],
                         "maxReplicas": options.cpu_workers[1],
                         "rayStartParams": {},
-                        "template": {"spec": {"containers": [cpu_worker]}},
+                        "template": {"metadata": {"labels": _labels(options)}, "spec": {"containers": [cpu_worker]}},
                     },
                     {
                         "groupName": "gpu-workers",
@@ -142,19 +142,44 @@ def render(serve_config_path: Path | str | None = None, options: ClusterOptions 
                         "maxReplicas": options.gpu_workers[1],
                         "rayStartParams": {"num-gpus": "1"},
                         "template": {
+                            "metadata": {"labels": _labels(options)},
                             "spec": {
                                 "containers": [gpu_worker],
                                 "tolerations": [
                                     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
                                 ],
-                            }
+                            },
                         },
                     },
                 ],
             },
         },
     }
-    return HEADER + yaml.dump(manifest, Dumper=_BlockDumper, sort_keys=False, width=1000)
+    documents = [manifest] + [_disruption_budget(options, group) for group in WORKER_GROUPS]
+    return HEADER + yaml.dump_all(documents, Dumper=_BlockDumper, sort_keys=False, width=1000)
+
+
+WORKER_GROUPS = ("cpu-workers", "gpu-workers")
+INSTANCE_LABEL = "app.kubernetes.io/instance"  # on every pod of the RayService (KubeRay's own name its RayCluster)
+
+
+def _labels(options: ClusterOptions) -> dict[str, str]:
+    return {INSTANCE_LABEL: options.name}
+
+
+def _disruption_budget(options: ClusterOptions, group: str) -> dict[str, Any]:
+    """At most one pod of a worker group evicted at a time (a node drain, an upgrade): Serve moves its
+    replicas to the others meanwhile. The head has none: it is one pod, and a drain must be able to move it
+    (GCS fault tolerance keeps the cluster's state while it restarts)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": f"{options.name}-{group}", "namespace": options.namespace},
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {INSTANCE_LABEL: options.name, "ray.io/group": group}},
+        },
+    }
 
 
 class _PlainDumper(yaml.SafeDumper):

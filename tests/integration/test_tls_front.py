@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import ssl
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 
 from lineguard.deployments import config_file
 from tests.integration.conftest import LINES, Keys, Service
-from tests.support import free_port, outward_address, wait_for
+from tests.support import debian_tool, free_port, outward_address, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "deploy" / "nginx" / "lineguard.conf"
@@ -57,12 +56,7 @@ def size_bytes(value: str) -> int:
 
 @pytest.fixture(scope="module")
 def front(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
-    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if nginx is None:
-        message = "nginx is not installed: `make test` installs Debian's nginx package (as root)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    nginx = debian_tool("nginx", "nginx")
     folder = tmp_path_factory.mktemp("nginx")
     cert = folder / "cert.pem"
     subprocess.run(

@@ -18,7 +18,8 @@ from tests.image import copies
 
 @pytest.fixture(scope="module")
 def manifest() -> dict[str, Any]:
-    return dict(yaml.safe_load(MANIFEST.read_text()))
+    (rayservice,) = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d["kind"] == "RayService"]
+    return dict(rayservice)
 
 
 def test_committed_manifest_is_the_rendering_of_serve_config() -> None:
@@ -78,10 +79,24 @@ def test_render_command_options(tmp_path: Any) -> None:
     argv = ["cluster", "render", "--out", str(out), "--image", "r.io/lg:1", "--store", "gs://b/s"]
     argv += ["--backbone-gpus", "0"]
     assert main(argv) == 0
-    rendered = yaml.safe_load(out.read_text())
+    rendered = next(d for d in yaml.safe_load_all(out.read_text()) if d["kind"] == "RayService")
     app = config_file.application(yaml.safe_load(rendered["spec"]["serveConfigV2"]))
     assert app["args"]["store"] == "gs://b/s"
     backbone = next(d for d in app["deployments"] if d["name"] == "Backbone")
     assert backbone["ray_actor_options"]["num_gpus"] == 0  # CPU-only clusters keep serve_config's value
     head = rendered["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert head["image"] == "r.io/lg:1"
+
+
+def test_each_worker_group_loses_one_pod_at_most_in_a_disruption(manifest: dict[str, Any]) -> None:
+    budgets = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d["kind"] == "PodDisruptionBudget"]
+    groups = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert {b["spec"]["selector"]["matchLabels"]["ray.io/group"] for b in budgets} == {g["groupName"] for g in groups}
+    for budget in budgets:
+        assert budget["apiVersion"] == "policy/v1" and budget["spec"]["maxUnavailable"] == 1
+        assert budget["metadata"]["namespace"] == manifest["metadata"]["namespace"]
+        selected = dict(budget["spec"]["selector"]["matchLabels"])
+        name = selected.pop("ray.io/group")  # KubeRay labels every pod with its group
+        group = next(g for g in groups if g["groupName"] == name)
+        labels = group["template"]["metadata"]["labels"]  # the pods carry the rest of what the budget selects
+        assert all(labels.get(k) == v for k, v in selected.items()), (labels, selected)

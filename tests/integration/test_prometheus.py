@@ -1,0 +1,106 @@
+"""Debian's Prometheus against the test session's service, with deploy/prometheus's rules: it scrapes
+LineGuard's series, every query of the Grafana dashboard and of the rules runs and the dashboard's return
+data, and a burst of defective parts on one line fires LineGuardAnomalyRateHigh."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.integration.conftest import LINES, Service
+from tests.support import debian_tool, free_port, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "deploy" / "prometheus" / "lineguard-rules.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "lineguard.json"
+LINE = LINES[1]  # press-b: the burst of defective parts goes there
+
+
+@pytest.fixture(scope="module")
+def prometheus(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = debian_tool("prometheus", "prometheus")
+    folder = tmp_path_factory.mktemp("prometheus")
+    # the shipped rules, evaluated at once rather than after their `for:` (the made-up series of
+    # deploy/prometheus/lineguard-rules.test.yml cover the durations)
+    (folder / "rules.yml").write_text(re.sub(r"\n(\s+)for: \S+", r"\n\1for: 0s", RULES.read_text()))
+    target = f"127.0.0.1:{os.environ['LINEGUARD_TEST_METRICS_PORT']}"  # the session's Ray metrics agent
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(folder / "rules.yml")],
+        "scrape_configs": [{"job_name": "lineguard", "static_configs": [{"targets": [target]}]}],
+    }
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    command = [
+        binary, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ready(url), timeout_s=60)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/-/ready", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def query(url: str, expr: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=30)
+    body = answer.json()
+    assert answer.status_code == 200 and body["status"] == "success", f"{expr}: {body.get('error')}"
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def rule_expressions() -> list[str]:
+    return [r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+
+
+def test_prometheus_scrapes_the_service_and_every_query_runs(prometheus: str, service: Service) -> None:
+    defects = sorted((service.data / "test").glob("scratch/*.png"))
+    goods = sorted((service.data / "test" / "good").glob("*.png"))
+
+    def post(paths: list[Path]) -> None:
+        with service.client() as client:
+            for path in paths:
+                files = {"file": (path.name, path.read_bytes(), "image/png")}
+                assert client.post(f"/v1/lines/{LINE}/predict", files=files).status_code == 200
+
+    post(defects[:1] + goods[:2])  # the line's counters exist, and Prometheus sees them before the burst
+    anomalies = f'ray_lineguard_anomalies_total{{line="{LINE}"}}'
+    wait_for(lambda: bool(query(prometheus, anomalies)), timeout_s=90)
+    post((defects * 8)[:15])  # a burst of defective parts on one line
+    wait_for(lambda: float(query(prometheus, f"sum(increase({anomalies}[5m]))")[0]["value"][1]) >= 10, timeout_s=90)
+    assert query(prometheus, "ray_lineguard_requests_total"), "Prometheus has none of LineGuard's series"
+    wait_for(lambda: bool(query(prometheus, f'lineguard:anomaly_share:5m{{line="{LINE}"}}')), timeout_s=60)
+    empty = [e for e in (t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p["targets"])
+             if not query(prometheus, e)]  # fmt: skip
+    assert not empty, f"dashboard queries that return nothing: {empty}"
+    for expr in rule_expressions():
+        query(prometheus, expr)  # runs (an alert's condition returns data only while it holds)
+
+    def firing() -> bool:
+        alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+        return any(
+            a["labels"]["alertname"] == "LineGuardAnomalyRateHigh" and a["labels"].get("line") == LINE
+            and a["state"] == "firing" for a in alerts
+        )  # fmt: skip
+
+    wait_for(firing, timeout_s=90)
