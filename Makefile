@@ -55,14 +55,15 @@ nginx:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null) ; } || \
 	  echo "nginx is not installed and cannot be installed here: the TLS front's test will be skipped"
 
-# The checks of deploy/ run Debian's Prometheus (prometheus, promtool) and docker-compose's `config` (no Docker
-# daemon needed); as root on a Debian machine without them, this installs both packages.
+# The checks of deploy/ run Debian's Prometheus (prometheus, promtool), docker-compose's `config` (no Docker
+# daemon needed) and redis-server (GCS fault tolerance); as root on a Debian machine without them, this
+# installs those packages.
 deploy-tools:
-	@{ command -v promtool && command -v docker-compose ; } >/dev/null || \
+	@{ command -v promtool && command -v docker-compose && command -v redis-server ; } >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      prometheus docker-compose >/dev/null) ; } || \
-	  echo "Prometheus or docker-compose is not installed and cannot be installed here: their tests will be skipped"
+	      prometheus docker-compose redis-server >/dev/null) ; } || \
+	  echo "Prometheus, docker-compose or redis-server is missing and cannot be installed here: their tests will be skipped"
 
 test-all: lint postgres chromium nginx deploy-tools  ## every suite, slow ones included
 	$(BIN)/pytest $(PYTEST_ARGS)

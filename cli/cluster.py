@@ -20,6 +20,7 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r.add_argument("--name", default=None)
     r.add_argument("--namespace", default=None)
     r.add_argument("--backbone-gpus", type=float, default=None, help="GPUs per Backbone replica (0 = CPU)")
+    r.add_argument("--redis", default=None, help="host:port of the Redis that keeps the GCS's state ('' for none)")
     r.set_defaults(func=run_render)
 
 
@@ -29,6 +30,8 @@ def run_render(args: argparse.Namespace) -> int:
         changes["store"] = args.cluster_store
     if args.backbone_gpus is not None:
         changes["backbone_gpus"] = args.backbone_gpus
+    if args.redis is not None:
+        changes["redis_address"] = args.redis
     text = render(args.config, replace(ClusterOptions(), **changes))
     if str(args.out) == "-":
         print(text, end="")

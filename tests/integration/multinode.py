@@ -102,14 +102,19 @@ def run(store: str, line: str, reading: list[float]) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
+def scenario_flags() -> argparse.ArgumentParser:
+    """The flags of a scenario run in its own process: the store, the line, one reading, the result file."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--store", required=True)
     parser.add_argument("--line", required=True)
-    parser.add_argument("--reading", required=True, help="comma-separated values of one reading")
+    parser.add_argument("--reading", required=True, type=lambda t: [float(x) for x in t.split(",")])
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    result = run(args.store, args.line, [float(x) for x in args.reading.split(",")])
+    return parser
+
+
+def main() -> None:
+    args = scenario_flags().parse_args()
+    result = run(args.store, args.line, args.reading)
     args.out.write_text(json.dumps(result, indent=2))
 
 

@@ -100,3 +100,13 @@ def test_each_worker_group_loses_one_pod_at_most_in_a_disruption(manifest: dict[
         group = next(g for g in groups if g["groupName"] == name)
         labels = group["template"]["metadata"]["labels"]  # the pods carry the rest of what the budget selects
         assert all(labels.get(k) == v for k, v in selected.items()), (labels, selected)
+
+
+def test_the_head_keeps_its_state_in_redis(manifest: dict[str, Any]) -> None:
+    options = manifest["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    assert options["redisAddress"].endswith(":6379")
+    assert options["redisPassword"]["valueFrom"]["secretKeyRef"] == {"name": "lineguard-redis", "key": "password"}
+    without = next(
+        d for d in yaml.safe_load_all(render(options=ClusterOptions(redis_address=""))) if d["kind"] == "RayService"
+    )
+    assert "gcsFaultToleranceOptions" not in without["spec"]["rayClusterConfig"]

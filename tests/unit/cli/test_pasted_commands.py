@@ -84,7 +84,7 @@ def test_a_pasted_command_is_the_command_shown(snippet: str) -> None:
 
 
 def test_the_secret_command_keeps_its_literal() -> None:
-    (secret,) = [c for c in comment_commands(MANIFEST.read_text()) if "create secret" in c]
+    (secret,) = [c for c in comment_commands(MANIFEST.read_text()) if "create secret generic lineguard-history" in c]
     words = shlex.split(secret.replace("\\\n", " "), comments=True)
     assert words[:3] == ["kubectl", "-n", "lineguard"] and any(w.startswith("--from-literal=url=") for w in words)
 
