@@ -112,9 +112,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     from lineguard.deployments import config_file
+    from lineguard.deployments.config import answer_deadline_s
 
     app_args = config_file.application(config_file.read(args.config)).get("args", {})
-    limit_s = float(app_args.get("request_timeout_s", 30)) + float(app_args.get("body_timeout_s", 20))
+    limit_s = answer_deadline_s(app_args)
     with tempfile.TemporaryDirectory(prefix="lineguard-overload-") as tmp:
         store_dir = Path(tmp) / "store"
         images, _ = fit_lines(store_dir, image_line="overload")

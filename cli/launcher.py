@@ -108,7 +108,9 @@ def check_timeouts(http: dict[str, Any], args: dict[str, Any]) -> None:
     time stay under ``http_options.request_timeout_s``, or clients get Ray's plain-text 408 instead of the
     API's JSON answer."""
     outer = http.get("request_timeout_s")
-    inner = float(args.get("request_timeout_s", 30.0)) + float(args.get("body_timeout_s", 20.0))
+    from lineguard.deployments.config import answer_deadline_s  # here: serve run, not the launcher, imports the app
+
+    inner = answer_deadline_s(args)
     if outer is not None and float(outer) <= inner:
         raise ConfigError(
             f"http_options.request_timeout_s ({outer} s) must be over the application's request_timeout_s "

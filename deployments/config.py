@@ -201,3 +201,10 @@ def tune_batching(batched_method: Any, max_batch_size: int, wait_timeout_s: floa
     """Apply new limits to a ``@serve.batch`` callable (its setters are not in Ray's type hints)."""
     batched_method.set_max_batch_size(max_batch_size)
     batched_method.set_batch_wait_timeout_s(wait_timeout_s)
+
+
+def answer_deadline_s(args: dict[str, Any]) -> float:
+    """The longest an ingress takes to answer a request: its body time plus its scoring time (``args`` as in
+    ``serve_config.yaml``, AppArgs' defaults for what it leaves out)."""
+    fields = AppArgs.model_fields
+    return sum(float(args.get(k, fields[k].default)) for k in ("request_timeout_s", "body_timeout_s"))
