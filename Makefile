@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## fit a synthetic line offline, evaluate it and score parts
 	$(BIN)/lineguard demo
 
-SOURCES := lineguard models registry training history deployments cluster cli benchmarks tests tools
+SOURCES := lineguard models registry training history deployments cluster cli benchmarks tests tools edge
 
 lint: $(STAMP)  ## ruff, mypy (strict) and the import contracts of docs/architecture.md
 	$(BIN)/ruff check $(SOURCES)

@@ -17,10 +17,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from lineguard.cli import cluster, demo, evaluate, fit, keys, lines, serve
+from lineguard.cli import cluster, demo, evaluate, export, fit, keys, lines, serve
 from lineguard.errors import LineGuardError, outcome
 
-COMMANDS = (fit, evaluate, lines, keys, serve, cluster, demo)  # each adds its sub-commands
+COMMANDS = (fit, evaluate, export, lines, keys, serve, cluster, demo)  # each adds its sub-commands
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,20 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from lineguard.errors import DataError
 from lineguard.history.rows import escaped  # for names that must not refuse a part
+from lineguard_edge.text import printable  # shared with the edge runtime
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as the start of a formula
-
-
-def printable(value: str, what: str, max_chars: int, allow: str = "") -> str:
-    """``value`` if it is at most ``max_chars`` of printable text (and the characters in ``allow``)."""
-    if len(value) > max_chars:
-        raise DataError(f"{what} is longer than {max_chars} characters")
-    bad = next((c for c in value if not c.isprintable() and c not in allow), None)
-    if bad is not None:
-        raise DataError(f"{what} contains the control character U+{ord(bad):04X}: send printable text")
-    return value
 
 
 __all__ = ["FORMULA_START", "csv_cell", "escaped", "printable"]

@@ -11,27 +11,28 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import secrets
-import time
 
 import numpy as np
 
 from lineguard.errors import ConfigError
+from lineguard_edge.ids import ALPHABET, new_id
 
-ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+__all__ = [
+    "ALPHABET",
+    "MAX_WINDOW_S",
+    "decode_cursor",
+    "encode_cursor",
+    "id_time",
+    "is_id",
+    "new_id",
+    "new_ids",
+    "parse_window",
+]
+
 _ID = re.compile(f"^[{ALPHABET}]{{26}}$")
 _WINDOW = re.compile(r"^(\d{1,6})(s|m|h|d|w)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_WINDOW_S = 400 * 86400
-
-
-def new_id(now: float | None = None) -> str:
-    value = (int((time.time() if now is None else now) * 1000) << 80) | secrets.randbits(80)
-    chars = []
-    for _ in range(26):
-        chars.append(ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
 
 
 _CHARS = np.array(list(ALPHABET))

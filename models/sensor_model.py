@@ -19,8 +19,9 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from lineguard.errors import CorruptModelError, DataError, FeatureMismatchError
+from lineguard.errors import CorruptModelError, FeatureMismatchError
 from lineguard.models.threshold import Threshold
+from lineguard_edge.sensor import summarise_errors
 
 Z_CLIP = 1e4  # standard deviations: the network's input range (a reading's error is measured unclipped)
 _LINEAR = re.compile(r"^(encoder|decoder)\.(\d+)\.weight$")
@@ -118,28 +119,13 @@ class SensorModel:
         # measured in float64 against the unclipped readings, so it is finite and grows with the excursion.
         z = (np.asarray(values, dtype=np.float64) - self.mean) / self.std
         rebuilt = self.reconstruct(np.clip(z, -Z_CLIP, Z_CLIP).astype(np.float32))
-        errors = (rebuilt - z) ** 2
-        scores = errors.mean(1)
-        if not np.isfinite(scores).all():
-            raise DataError("a reading is too far outside what this line was fitted on to be scored")
-        shares = errors / np.maximum(errors.sum(1, keepdims=True), 1e-12)
-        k = self.top_k
-        top = (
-            np.argpartition(-shares, k - 1, axis=1)[:, :k]
-            if k < self.n_features
-            else np.tile(np.arange(k), (len(shares), 1))
-        )
-        top_share = np.take_along_axis(shares, top, 1)
-        order = np.argsort(-top_share, axis=1, kind="stable")
-        t = self.threshold
-        span = t.value - t.reference
-        normalized = np.maximum(0.0, (scores - t.reference) / span) if span > 0 else (scores >= t.value) * 1.0
+        summary = summarise_errors((rebuilt - z) ** 2, self.threshold, self.top_k)
         return SensorScores(
-            scores=scores,
-            is_anomaly=scores > t.value,
-            normalized=normalized,
-            top_index=np.take_along_axis(top, order, 1),
-            top_share=np.take_along_axis(top_share, order, 1),
+            scores=summary.scores,
+            is_anomaly=summary.is_anomaly,
+            normalized=summary.normalized,
+            top_index=summary.top_index,
+            top_share=summary.top_share,
             expected=rebuilt * self.std + self.mean,
             input_rms=np.sqrt(np.mean(z**2, axis=1)),
         )

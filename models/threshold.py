@@ -23,47 +23,16 @@ Every threshold keeps ``reference``, the median normal score, so a score can be 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from lineguard.errors import ConfigError, DataError
+from lineguard_edge.decisions import Threshold
+
+__all__ = ["OBJECTIVES", "Threshold", "from_labelled", "from_normal_scores"]
 
 OBJECTIVES = ("over_detection_rate", "miss_rate", "f1")
-
-
-@dataclass(frozen=True)
-class Threshold:
-    value: float
-    method: str
-    reference: float
-    target: float | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not math.isfinite(self.value) or not math.isfinite(self.reference):
-            raise ConfigError(f"threshold and reference must be finite numbers, got {self.value} and {self.reference}")
-
-    def normalize(self, score: float) -> float:
-        """0 = typical normal part, 1.0 = at the threshold (never below 0)."""
-        span = self.value - self.reference
-        if span <= 0:
-            return 1.0 if score >= self.value else 0.0
-        return max(0.0, (score - self.reference) / span)
-
-    def is_anomaly(self, score: float) -> bool:
-        return score > self.value
-
-    def with_value(self, value: float, method: str = "manual", **details: Any) -> Threshold:
-        return Threshold(value=float(value), method=method, reference=self.reference, target=None, details=details)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Threshold:
-        return cls(**data)
 
 
 def _clean(scores: Any, what: str) -> np.ndarray:

@@ -86,10 +86,16 @@ def private_serve_env(haproxy: Path, stats_port: int | None = None) -> dict[str,
     }
 
 
-def wait_for(condition: Callable[[], Any], timeout_s: float = 20.0) -> None:
+def wait_for(
+    condition: Callable[[], Any], timeout_s: float = 20.0, what: str | Callable[[], str] | None = None
+) -> None:
+    """Poll ``condition`` until it holds; past ``timeout_s``, fail naming ``what`` (text, or a callable that
+    describes the state at that moment), else the condition."""
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
+        if time.monotonic() >= deadline:
+            name = what() if callable(what) else what or getattr(condition, "__qualname__", repr(condition))
+            raise AssertionError(f"not met within {timeout_s:g} s: {name}")
         time.sleep(0.1)
 
 

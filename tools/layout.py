@@ -46,9 +46,12 @@ def modules(root: Path = ROOT) -> Iterator[tuple[str, Path]]:
 
 def link_view(target: Path, root: Path = ROOT, overrides: Mapping[str, Path] | None = None) -> Path:
     """A folder ``target/lineguard/`` that holds the package as one tree of symbolic links (for tools that
-    walk the file system); returns ``target``. ``overrides`` puts another folder in place of a mapped
-    package's (a test's altered copy)."""
+    walk the file system), with every other top-level package (``lineguard_edge``) beside it; returns
+    ``target``. ``overrides`` puts another folder in place of a mapped package's (a test's altered copy)."""
     view = target / TOP
+    for entry in target.glob("*") if target.exists() else ():
+        if entry.is_symlink():
+            entry.unlink()
     if view.exists():
         shutil.rmtree(view)
     view.mkdir(parents=True)
@@ -57,6 +60,8 @@ def link_view(target: Path, root: Path = ROOT, overrides: Mapping[str, Path] | N
             for entry in folder.iterdir():
                 if entry.name != "__pycache__":
                     (view / entry.name).symlink_to(entry.resolve())
-        else:
+        elif package.startswith(f"{TOP}."):
             (view / package.removeprefix(f"{TOP}.").replace(".", "/")).symlink_to(folder.resolve())
+        else:
+            (target / package).symlink_to(folder.resolve())
     return target

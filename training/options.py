@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 from lineguard.errors import ConfigError
@@ -361,3 +362,27 @@ class ClassifierFitOptions(BackboneSettings):
         SeverityRules.from_dict(self.severity)
         self.train.validate()
         super().validate()
+
+
+EXPORT_FORMATS = ("onnx", "openvino")
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """format: onnx | openvino. data: the images or CSV to check parity on (default: the folder the line was
+    fitted on, from its card). parity_items: how many of them (evenly spread; 0 = all). tolerance: the
+    largest relative score difference allowed (a classifier's probabilities: absolute)."""
+
+    format: str = "onnx"
+    version: str | None = None
+    data: Path | None = None
+    parity_items: int = 64
+    tolerance: float = 1e-3
+
+    def validate(self) -> None:
+        if self.format not in EXPORT_FORMATS:
+            raise ConfigError(f"unknown export format {self.format!r}: choose {' or '.join(EXPORT_FORMATS)}")
+        if self.parity_items < 0 or not 0 < self.tolerance < 1:
+            raise ConfigError(
+                f"--parity-items must be >= 0 and --tolerance in (0, 1); got {self.parity_items}, {self.tolerance}"
+            )

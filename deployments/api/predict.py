@@ -31,7 +31,6 @@ from lineguard.deployments.keys import Principal
 from lineguard.deployments.lines import LineEntry
 from lineguard.deployments.messages import ClassResult, ItemError, ScoreResult, VectorScores
 from lineguard.deployments.records import image_row, sensor_rows
-from lineguard.deployments.sensor_input import Readings
 from lineguard.deployments.services import Services
 from lineguard.history.ids import new_id, new_ids
 from lineguard.models.preprocess import open_image, resize
@@ -49,6 +48,7 @@ from lineguard.registry.answers import (
     statuses,
 )
 from lineguard.registry.kinds import IMAGE_KINDS, LineKind
+from lineguard_edge.readings import Readings
 
 router = APIRouter()
 

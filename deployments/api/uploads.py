@@ -12,8 +12,8 @@ from starlette.requests import ClientDisconnect
 
 from lineguard.deployments.api.errors import APIError
 from lineguard.deployments.lines import LineEntry
-from lineguard.deployments.sensor_input import Readings, parse_readings
 from lineguard.deployments.text import escaped, printable
+from lineguard_edge.readings import Readings, parse_readings
 
 MAX_SENSOR_ID = 200
 BODY_LIMITS = frozenset({408, 413})  # what BodyLimitMiddleware raises while the form is read

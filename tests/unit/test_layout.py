@@ -29,6 +29,8 @@ def test_the_import_contracts_hold() -> None:
         ("lineguard.deployments", "recorder.py", "import lineguard.models.tensors", "Light processes never import"),
         ("lineguard.deployments", "services.py", "import lineguard.deployments.api.errors", "Serving:"),
         ("lineguard.deployments", "keys.py", "import lineguard.deployments.api.errors", "No import cycles"),
+        ("lineguard_edge", "model.py", "import lineguard.models.tensors", "The edge runtime stands alone"),
+        ("lineguard_edge", "runtime.py", "import torch", "The edge runtime stands alone"),
         ("lineguard.deployments", "heavy.py", "import torch", None),  # only the light processes may not
     ],
 )

@@ -1,4 +1,5 @@
-"""Reading sensor requests: JSON in, a ``(k, n)`` float32 array out, or a 422 that names the problem.
+"""Reading sensor requests: JSON in, a ``(k, n)`` float64 array out, or a 422 that names the problem (the
+service's and the edge runtime's one reader).
 
 Accepted bodies (``n`` = the line's number of features, in the order of its card):
 
@@ -7,20 +8,37 @@ Accepted bodies (``n`` = the line's number of features, in the order of its card
 - ``{"features": {"temp": 21.5, ...}}`` or ``{"features": [{...}, {...}]}``: readings by name;
 - an optional ``"sensor_id"`` (machine or station, echoed back).
 
-Numbers only: strings, booleans, null, NaN and infinity are refused (orjson refuses NaN, Infinity and
-numbers too large for a double at parse time, so nothing non-finite gets through).
+Numbers only: strings, booleans, null, NaN and infinity are refused (orjson, which the service installs,
+refuses NaN, Infinity and numbers too large for a double at parse time; without it the standard library's
+parser is told to refuse them, and a number beyond a double's range fails the size check).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 
-from lineguard.deployments.text import printable
-from lineguard.errors import DataError
+from lineguard_edge.errors import DataError
+from lineguard_edge.text import printable
+
+try:
+    import orjson
+
+    _loads: Callable[[bytes], Any] = orjson.loads
+    _JSON_ERROR: type[Exception] = orjson.JSONDecodeError
+except ImportError:  # the edge runtime's bare install
+
+    def _refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not a number")
+
+    def _loads(body: bytes) -> Any:
+        return json.loads(body, parse_constant=_refuse)
+
+    _JSON_ERROR = ValueError
 
 ALLOWED_KEYS = ("values", "features", "sensor_id")
 _NUMBER = (int, float)
@@ -38,11 +56,16 @@ def parse_readings(body: bytes, line: str, features: list[str], max_rows: int) -
     if not body:
         raise DataError('empty body: send JSON like {"values": [..]} with ' + f"{len(features)} numbers")
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as err:
+        data = _loads(body)
+    except _JSON_ERROR as err:
         raise DataError(
             f"body is not valid JSON ({err}); NaN, Infinity and numbers beyond 1e308 are not allowed"
         ) from None
+    return readings_from(data, line, features, max_rows)
+
+
+def readings_from(data: Any, line: str, features: list[str], max_rows: int) -> Readings:
+    """Readings from a parsed JSON body (``parse_readings`` without the parsing)."""
     if not isinstance(data, dict):
         raise DataError(f'expected a JSON object like {{"values": [..]}}, got a JSON {_kind(data)}')
     unknown = sorted(set(data) - set(ALLOWED_KEYS))

@@ -1,0 +1,72 @@
+"""The graph of a bundle, run by ONNX Runtime or OpenVINO behind one call: named arrays in, arrays out.
+
+Either runtime is imported only when a bundle needs it, so a machine with one of them installed runs its
+bundles. ``threads`` sets the intra-op threads (default: the runtime's own, one per core).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from lineguard_edge.errors import ConfigError, CorruptModelError
+
+
+class Graph(Protocol):
+    outputs: list[str]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+class OnnxGraph:
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise ConfigError(
+                f"{path} is an ONNX bundle and onnxruntime is not installed: pip install onnxruntime"
+            ) from err
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types for a graph it cannot load
+            raise CorruptModelError(f"{path}: ONNX Runtime cannot load it ({err})") from err
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        result: list[np.ndarray] = self.session.run(self.outputs, inputs)
+        return result
+
+
+class OpenVinoGraph:
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        try:
+            import openvino as ov
+        except ImportError as err:
+            raise ConfigError(
+                f"{path} is an OpenVINO bundle and openvino is not installed: pip install 'lineguard-edge[openvino]'"
+            ) from err
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}  # parity with fp32, not the CPU's bf16
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            self.model = ov.Core().compile_model(str(path), "CPU", config)
+        except Exception as err:  # OpenVINO raises RuntimeError subclasses of its own
+            raise CorruptModelError(f"{path}: OpenVINO cannot load it ({err})") from err
+        self.outputs = [o.get_any_name() for o in self.model.outputs]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        result = self.model(inputs)
+        return [np.asarray(result[name]) for name in self.outputs]
+
+
+def open_graph(runtime: str, path: Path, threads: int | None = None) -> Graph:
+    if runtime == "onnx":
+        return OnnxGraph(path, threads)
+    if runtime == "openvino":
+        return OpenVinoGraph(path, threads)
+    raise ConfigError(f"unknown runtime {runtime!r}: onnx or openvino")

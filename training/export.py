@@ -1,0 +1,385 @@
+"""``lineguard export``: a stored version of a line as a self-contained bundle for the edge runtime, with
+its parity against the torch path measured on the line's own data and stored in the bundle.
+
+One path, proven on export: the bundle is written, loaded back by :mod:`lineguard_edge` exactly as a camera
+PC loads it, and the line's own images (or rows) are scored both by it and by the torch (or NumPy) model
+the service runs, in fp32. The largest relative score difference and the decisions that differ go into
+the manifest; beyond the tolerance the export fails with those figures and leaves no bundle behind.
+Anomaly heads are fused into the graph (PatchCore's neighbour search is one matrix product and a minimum),
+so the runtime only decodes, resizes, thresholds and draws, with the service's own code for each.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+import lineguard_edge
+from lineguard import __version__
+from lineguard.errors import ConfigError, DataError, ExportError
+from lineguard.models import export as graphs
+from lineguard.models.autoencoder import SensorAutoEncoder
+from lineguard.models.decisions import decide
+from lineguard.models.heads.patchcore import PatchCore
+from lineguard.models.preprocess import IMAGE_SUFFIXES, PreprocessConfig, open_image, resize
+from lineguard.models.spec import Runtime
+from lineguard.models.tensors import to_tensor
+from lineguard.registry.card import ModelCard
+from lineguard.registry.image_models import anomaly_scorer, classifier, extractor_for
+from lineguard.registry.kinds import LineKind
+from lineguard.registry.sensor_models import sensor_model
+from lineguard.registry.store import ModelStore
+from lineguard.registry.tensors import read_tensors
+from lineguard.training.options import ExportSettings
+from lineguard.training.sensor_data import read_table
+from lineguard_edge import bundle as bundle_mod
+
+FP32 = Runtime(device="cpu", precision="fp32")
+
+
+@dataclass
+class Parity:
+    items: int
+    reference: str
+    max_relative_difference: float
+    max_abs_difference: float
+    decisions_differ: int
+    tolerance: float
+    measure: str
+    service_default: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.decisions_differ == 0 and self.max_difference <= self.tolerance
+
+    @property
+    def max_difference(self) -> float:
+        return self.max_abs_difference if self.measure == "absolute" else self.max_relative_difference
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "items": self.items,
+            "reference": self.reference,
+            "measure": self.measure,
+            "max_relative_difference": self.max_relative_difference,
+            "max_abs_difference": self.max_abs_difference,
+            "decisions_differ": self.decisions_differ,
+            "tolerance": self.tolerance,
+            "passed": self.passed,
+            "service_default": self.service_default,
+        }
+
+
+@dataclass
+class ExportReport:
+    bundle: Path
+    card: ModelCard
+    parity: Parity
+    seconds: dict[str, float]
+
+
+@dataclass
+class _Plan:
+    """What one kind contributes: the graph and its example input, the spec, the parity inputs and the
+    reference: inputs -> (numbers compared, decisions)."""
+
+    graph: nn.Module
+    example: torch.Tensor
+    inputs: list[str]
+    outputs: list[str]
+    spec: dict[str, Any]
+    items: Sequence[Any]
+    reference: Callable[[Sequence[Any]], tuple[np.ndarray, np.ndarray]]
+    edge: Callable[[lineguard_edge.EdgeModel, Sequence[Any]], tuple[np.ndarray, np.ndarray]]
+    measure: str = "relative"
+    service_default: Callable[[Sequence[Any]], tuple[np.ndarray, np.ndarray]] | None = None
+
+
+def export_line(store: ModelStore, line: str, out: Path, settings: ExportSettings) -> ExportReport:
+    """Export ``line`` (its version in service, or ``settings.version``) into the new folder ``out``."""
+    settings.validate()
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out} is not empty: export into a new folder")
+    card = store.read_card(line, settings.version)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    plan = _plan(store, card, settings)
+    timings["load"] = time.perf_counter() - start
+    files = {"card.json": card.model_dump_json(indent=2).encode(), bundle_mod.SPEC: _json(plan.spec)}
+    start = time.perf_counter()
+    try:
+        onnx = graphs.to_onnx(plan.graph, plan.example, plan.inputs, plan.outputs)
+    except RuntimeError as err:  # torch's exporter: an operator or a construct it cannot write
+        head = card.head.kind if card.head else str(card.kind)
+        raise ExportError(
+            f"line {card.line!r} {card.version}: its {head} head cannot be exported to ONNX ({err}); "
+            "serve it from the service, or refit it with a head that exports (patchcore, padim, mean)"
+        ) from err
+    files.update(_graph_files(onnx) if settings.format == "openvino" else {"model.onnx": onnx})
+    timings["export"] = time.perf_counter() - start
+    manifest = {
+        "line": card.line,
+        "version": card.version,
+        "kind": str(card.kind),
+        "runtime": settings.format,
+        "precision": "fp32",
+        "created": datetime.now(UTC).isoformat(),
+        "lineguard": __version__,
+        "torch": torch.__version__,
+    }
+    with tempfile.TemporaryDirectory(prefix="lineguard-export-") as scratch:
+        staged = Path(scratch) / "bundle"
+        bundle_mod.write(staged, files, manifest)
+        start = time.perf_counter()
+        parity = _parity(plan, lineguard_edge.load(staged), settings.tolerance)
+        timings["parity"] = time.perf_counter() - start
+        if not parity.passed:
+            raise ExportError(
+                f"the exported {settings.format} graph of {card.line!r} {card.version} disagrees with the torch path "
+                f"on {parity.items} of the line's own items: largest {parity.measure} difference "
+                f"{parity.max_difference:.3g} (tolerance {parity.tolerance:g}), {parity.decisions_differ} decision(s) "
+                "differ; no bundle was written"
+            )
+        bundle_mod.write(out, files, {**manifest, "parity": parity.to_dict()})
+    return ExportReport(out, card, parity, timings)
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2) + "\n").encode()
+
+
+def _graph_files(onnx: bytes) -> dict[str, bytes]:
+    """The ONNX graph as OpenVINO's IR (``model.xml`` + ``model.bin``), weights kept in fp32.
+
+    Read by the ONNX frontend (``Core.read_model``), not ``ov.convert_model``: OpenVINO 2026.4's
+    ``convert_model`` turned an anomaly graph's batch of 16 into 4 answers (the parity check caught it),
+    where ``read_model`` of the same file answers every batch size correctly.
+    """
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(prefix="lineguard-ov-") as scratch:
+        folder = Path(scratch)
+        (folder / "model.onnx").write_bytes(onnx)
+        model = ov.Core().read_model(folder / "model.onnx")
+        ov.save_model(model, folder / "model.xml", compress_to_fp16=False)
+        return {"model.xml": (folder / "model.xml").read_bytes(), "model.bin": (folder / "model.bin").read_bytes()}
+
+
+# --- the kinds -------------------------------------------------------------------------------------------
+def _threshold_spec(card: ModelCard) -> dict[str, Any]:
+    t = card.threshold
+    return {"value": t.value, "reference": t.reference, "method": t.method}
+
+
+def _image_spec(preprocess: PreprocessConfig) -> dict[str, Any]:
+    return {
+        "image": {"size": preprocess.image_size, "max_pixels": preprocess.max_pixels, "colour": "RGB"},
+        "input": {"images": "uint8 (B, S, S, 3), RGB, resized to S x S (bilinear), not normalised"},
+        "normalisation": {"mean": list(preprocess.mean), "std": list(preprocess.std), "in_graph": True},
+    }
+
+
+def _plan(store: ModelStore, card: ModelCard, settings: ExportSettings) -> _Plan:
+    if card.kind is LineKind.IMAGE_ANOMALY:
+        return _anomaly_plan(store, card, settings)
+    if card.kind is LineKind.IMAGE_CLASSIFIER:
+        return _classifier_plan(store, card, settings)
+    return _sensor_plan(store, card, settings)
+
+
+def _data_root(card: ModelCard, settings: ExportSettings) -> Path:
+    root = settings.data or (Path(card.data.root) if card.data else None)
+    if root is None or not root.exists():
+        raise DataError(
+            f"the parity check needs the line's own data and {root or 'its card names no folder'} is not there: "
+            "pass --data with the images (or CSV) the line was fitted on"
+        )
+    return root
+
+
+def _spread(items: list[Any], limit: int) -> list[Any]:
+    if limit == 0 or len(items) <= limit:
+        return items
+    return [items[int(i)] for i in np.linspace(0, len(items) - 1, limit).round()]
+
+
+def _image_items(card: ModelCard, settings: ExportSettings, size: int) -> list[Image.Image]:
+    root = _data_root(card, settings)
+    paths = [root] if root.is_file() else sorted(
+        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and "ground_truth" not in p.parts
+    )  # fmt: skip
+    images = []
+    for path in _spread(paths, settings.parity_items):
+        try:
+            images.append(resize(open_image(path.read_bytes()), size))
+        except DataError:
+            continue  # fitting skipped it too
+    if not images:
+        raise DataError(f"no readable images under {root} for the parity check: pass --data with the line's images")
+    return images
+
+
+def _batch(images: Sequence[Image.Image], card: ModelCard) -> torch.Tensor:
+    assert card.backbone is not None
+    config = card.backbone.preprocess()
+    return torch.stack([to_tensor(image, config) for image in images])
+
+
+def _chunks(items: Sequence[Any], size: int = 16) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _anomaly_plan(store: ModelStore, card: ModelCard, settings: ExportSettings) -> _Plan:
+    assert card.backbone is not None
+    preprocess = card.backbone.preprocess()
+    exported = anomaly_scorer(store, card)
+    graph = graphs.AnomalyGraph(extractor_for(card, FP32), exported, preprocess)
+    display = exported.display_range()
+    spec = {
+        "kind": str(card.kind),
+        **_image_spec(preprocess),
+        "outputs": {"scores": "(B,) image scores", "maps": "(B, h, w) smoothed anomaly maps, raw units"},
+        "threshold": _threshold_spec(card),
+        "display_range": [display[0], display[1]],
+        "head": card.head.kind if card.head else None,
+    }  # fmt: skip
+
+    def torch_path(runtime: Runtime, search: str) -> Callable[[Sequence[Any]], tuple[np.ndarray, np.ndarray]]:
+        extractor = extractor_for(card, runtime)
+        scorer = anomaly_scorer(store, card).to(extractor.device)
+        if isinstance(scorer.head, PatchCore):
+            scorer.head.search_precision = search
+            scorer.head.on_state_loaded()
+
+        def run(items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+            decided = [d for part in _chunks(items) for d in scorer.predict(extractor.extract(_batch(part, card)))]
+            return np.array([d.anomaly_score for d in decided]), np.array([d.is_anomaly for d in decided])
+
+        return run
+
+    def edge(model: lineguard_edge.EdgeModel, items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        answers = [a for part in _chunks(items) for a in model.predict_many(part)]
+        return np.array([a["anomaly_score"] for a in answers]), np.array([a["is_anomaly"] for a in answers])
+
+    example = torch.from_numpy(np.zeros((2, preprocess.image_size, preprocess.image_size, 3), dtype=np.uint8))
+    return _Plan(
+        graph, example, ["images"], ["scores", "maps"], spec, _image_items(card, settings, preprocess.image_size),
+        torch_path(FP32, "fp32"), edge, service_default=torch_path(Runtime(device="cpu"), "auto"),
+    )  # fmt: skip
+
+
+def _classifier_plan(store: ModelStore, card: ModelCard, settings: ExportSettings) -> _Plan:
+    assert card.backbone is not None and card.classifier is not None
+    preprocess = card.backbone.preprocess()
+    fitted = classifier(store, card)
+    graph = graphs.ClassifierGraph(extractor_for(card, FP32), fitted.model, preprocess)
+    info = card.classifier
+    spec = {
+        "kind": str(card.kind),
+        **_image_spec(preprocess),
+        "outputs": {"probabilities": "(B, K) temperature-scaled class probabilities, in the order of classes"},
+        "classes": info.classes,
+        "normal_class": info.normal_class,
+        "severity": info.severity,
+        "threshold": _threshold_spec(card),
+    }  # fmt: skip
+
+    def torch_path(runtime: Runtime) -> Callable[[Sequence[Any]], tuple[np.ndarray, np.ndarray]]:
+        extractor = extractor_for(card, runtime)
+        line = classifier(store, card)
+        line.model.to(extractor.device)
+
+        def run(items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+            probs = [line.model.probabilities(extractor.extract(_batch(part, card))) for part in _chunks(items)]
+            p = np.concatenate(probs)
+            decided = decide(p, line.normal_index, line.threshold, line.severity)
+            return p.ravel(), np.array([d.index for d in decided])
+
+        return run
+
+    def edge(model: lineguard_edge.EdgeModel, items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        answers = [a for part in _chunks(items) for a in model.predict_many(part)]
+        p = np.array([[a["probabilities"][c] for c in info.classes] for a in answers])
+        return p.ravel(), np.array([info.classes.index(a["prediction"]) for a in answers])
+
+    example = torch.from_numpy(np.zeros((2, preprocess.image_size, preprocess.image_size, 3), dtype=np.uint8))
+    return _Plan(
+        graph, example, ["images"], ["probabilities"], spec, _image_items(card, settings, preprocess.image_size),
+        torch_path(FP32), edge, measure="absolute", service_default=torch_path(Runtime(device="cpu")),
+    )  # fmt: skip
+
+
+def _sensor_plan(store: ModelStore, card: ModelCard, settings: ExportSettings) -> _Plan:
+    assert card.head is not None and card.inputs is not None
+    autoencoder = SensorAutoEncoder(**card.head.params)
+    autoencoder.load_state_dict(read_tensors(store, card))
+    reference = sensor_model(store, card)
+    table = read_table(_data_root(card, settings), reference.features)
+    rows = _spread(list(range(len(table.values))), 4 * settings.parity_items)
+    values = list(table.values[rows].astype(np.float64))
+    spec = {
+        "kind": str(card.kind),
+        "input": {"values": "float64 (B, n): readings in the sensors' units, in the order of features"},
+        "outputs": {"errors": "(B, n) squared errors of the standardised reading", "expected": "(B, n) reconstruction"},
+        "features": reference.features,
+        "top_k": reference.top_k,
+        "threshold": _threshold_spec(card),
+    }  # fmt: skip
+
+    def numpy_path(items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        out = reference.predict(np.asarray(items))
+        return out.scores, out.is_anomaly
+
+    def edge(model: lineguard_edge.EdgeModel, items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        from lineguard_edge.readings import Readings
+
+        answer = model.predict_readings(Readings(np.asarray(items), single=False, sensor_id=None))
+        return np.array(answer["scores"]), np.array([s == "anomaly" for s in answer["status"]])
+
+    example = torch.zeros((2, card.inputs.n_features), dtype=torch.float64)
+    return _Plan(
+        graphs.SensorGraph(autoencoder), example, ["values"], ["errors", "expected"], spec, values,
+        numpy_path, edge,
+    )  # fmt: skip
+
+
+# --- parity ----------------------------------------------------------------------------------------------
+def _difference(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
+    absolute = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    relative = absolute / np.maximum(np.abs(want.astype(np.float64)), 1e-12)
+    return float(relative.max(initial=0.0)), float(absolute.max(initial=0.0))
+
+
+def _parity(plan: _Plan, model: lineguard_edge.EdgeModel, tolerance: float) -> Parity:
+    got, got_decisions = plan.edge(model, plan.items)
+    want, want_decisions = plan.reference(plan.items)
+    relative, absolute = _difference(got, want)
+    parity = Parity(
+        items=len(plan.items),
+        reference="torch fp32, CPU" if plan.service_default else "the service's NumPy model",
+        max_relative_difference=relative,
+        max_abs_difference=absolute,
+        decisions_differ=int((got_decisions != want_decisions).sum()),
+        tolerance=tolerance,
+        measure=plan.measure,
+    )
+    if plan.service_default is not None:  # the service's own precision on this machine (bf16 or fp16 where fast)
+        served, served_decisions = plan.service_default(plan.items)
+        rel, ab = _difference(got, served)
+        parity.service_default = {
+            "max_relative_difference": rel,
+            "max_abs_difference": ab,
+            "decisions_differ": int((got_decisions != served_decisions).sum()),
+        }
+    return parity
