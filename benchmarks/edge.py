@@ -1,6 +1,7 @@
 """Exported bundles against the torch path, side by side in one run, on a real data set:
 
     python -m benchmarks.edge --data DATASETS/magnetic_tile [--heads patchcore,padim,mean] [--seconds 5]
+    python -m benchmarks.edge --sensor        # a sensor line's bundle answering over the edge's HTTP server
 
 For each head it fits the line (``lineguard fit``'s code), exports it to ONNX and OpenVINO with the parity
 check run on every test image, and reports:
@@ -13,6 +14,10 @@ check run on every test image, and reports:
   throughput (images/s) of torch (the service's default precision, and fp32), ONNX Runtime and OpenVINO;
 - the peak resident memory (VmHWM) of a fresh process that loads the line and scores a batch of 16: the
   edge runtime against torch (what a Backbone + Scorer replica holds).
+
+``--sensor`` fits the synthetic sensor line, exports it and serves the bundle with ``lineguard-edge
+serve`` in its own process: single readings over HTTP from one client, p50 and p99 ms, and the
+server's resident memory.
 
 Each timing interleaves the paths round by round, so machine noise hits them alike. The CPU's flags are
 printed: absolute times differ several-fold between machines, ratios much less.
@@ -184,13 +189,60 @@ def bench_head(head: str, data: Path, seconds: float, scratch: Path) -> dict[str
     return result
 
 
+def bench_sensor_http(scratch: Path, requests: int) -> dict[str, Any]:
+    import httpx
+
+    from lineguard.training.fit_sensor import fit_sensor_line
+    from lineguard.training.options import SensorFitOptions, SensorTrainOptions
+    from lineguard.training.sensor_data import read_table
+    from lineguard.training.synthetic_sensor import write_csv
+
+    store = ModelStore(scratch / "store")
+    csv = write_csv(scratch / "spindle.csv", rows=4000, seed=0)
+    fit_sensor_line("spindle", csv, SensorFitOptions(train=SensorTrainOptions(workers=0, epochs=60)), store)
+    export_line(store, "spindle", scratch / "spindle.bundle", ExportSettings())
+    values = read_table(csv).values[:requests].astype(np.float64)
+    port = 18000 + (int(time.time()) % 1000)
+    command = [sys.executable, "-m", "lineguard_edge.cli", "serve", str(scratch / "spindle.bundle"),
+               "--port", str(port), "--history", str(scratch / "history.sqlite")]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for _ in range(300):
+                try:
+                    client.get("/healthz")
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            latencies = []
+            for row in values:
+                start = time.perf_counter()
+                answer = client.post("/v1/lines/spindle/predict", json={"values": row.tolist()})
+                latencies.append((time.perf_counter() - start) * 1000)
+                assert answer.status_code == 200, answer.text
+        peak = next(line for line in Path(f"/proc/{server.pid}/status").read_text().splitlines() if "VmHWM" in line)
+        return {"requests": len(latencies), **summary(latencies), "server_max_rss_mb": int(peak.split()[1]) / 1024}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="an MVTec-layout data set with test images")
+    parser.add_argument("--data", type=Path, default=None, help="an MVTec-layout data set with test images")
+    parser.add_argument("--sensor", action="store_true", help="the sensor line over the edge's HTTP server instead")
+    parser.add_argument("--requests", type=int, default=2000, help="--sensor: readings sent, one per request")
     parser.add_argument("--heads", default="patchcore,padim,mean")
     parser.add_argument("--seconds", type=float, default=5.0, help="timing per path")
     args = parser.parse_args(argv)
     print(f"CPU: {cpu_flags()}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    if args.sensor:
+        with tempfile.TemporaryDirectory(prefix="lineguard-bench-edge-") as scratch:
+            print(json.dumps({"sensor_over_http": bench_sensor_http(Path(scratch), args.requests)}))
+        return 0
+    if args.data is None:
+        parser.error("give --data (an image data set) or --sensor")
     results = []
     with tempfile.TemporaryDirectory(prefix="lineguard-bench-edge-") as scratch:
         for head in args.heads.split(","):

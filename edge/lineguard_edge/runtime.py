@@ -6,6 +6,7 @@ bundles. ``threads`` sets the intra-op threads (default: the runtime's own, one 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,10 +59,15 @@ class OpenVinoGraph:
         except Exception as err:  # OpenVINO raises RuntimeError subclasses of its own
             raise CorruptModelError(f"{path}: OpenVINO cannot load it ({err})") from err
         self.outputs = [o.get_any_name() for o in self.model.outputs]
+        self._local = threading.local()  # one infer request per thread: a request is not safe to share
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        result = self.model(inputs)
-        return [np.asarray(result[name]) for name in self.outputs]
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.model.create_infer_request()
+        result = request.infer(inputs)
+        # copies: the request's output tensors are overwritten by its next call
+        return [np.array(result[name], copy=True) for name in self.outputs]
 
 
 def open_graph(runtime: str, path: Path, threads: int | None = None) -> Graph:

@@ -260,6 +260,9 @@ def make_server(service: EdgeService, host: str = "127.0.0.1", port: int = 8000)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body leave in two writes: without TCP_NODELAY, Nagle's algorithm holds the body back
+        # for the client's delayed ACK, and every answer took 44 ms instead of 1
+        disable_nagle_algorithm = True
         timeout = 30  # seconds a client may take per read: a slow upload cannot hold a thread for ever
 
         def _handle(self) -> None:
@@ -302,6 +305,6 @@ def make_server(service: EdgeService, host: str = "127.0.0.1", port: int = 8000)
 
 
 def serve_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
-    thread = threading.Thread(target=server.serve_forever, name="lineguard-edge", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="lineguard-edge", daemon=True)
     thread.start()
     return thread

@@ -79,7 +79,6 @@ def rule_expressions() -> list[str]:
     return [r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
 
 
-@pytest.mark.slow  # 1 failure in 5 runs here, cause not found yet: out of `make test` until it is
 def test_prometheus_scrapes_the_service_and_every_query_runs(prometheus: str, service: Service) -> None:
     defects = sorted((service.data / "test").glob("scratch/*.png"))
     goods = sorted((service.data / "test" / "good").glob("*.png"))

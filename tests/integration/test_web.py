@@ -299,7 +299,10 @@ def test_simulator_runs_a_folder_to_the_end(web: Page, service: Service) -> None
     assert _text(page, "#sim-over .label") == f"over-detection ({outcomes.count('over')} of {good} good)"
     assert page.locator("#sim-histogram rect").count() > 0
     page.wait_for_function("document.querySelector('#sim-overlay').naturalWidth > 0")
-    assert colourful(Image.open(io.BytesIO(page.locator("#sim-overlay").screenshot()))) > 0.05
+    # the overlay is the last part's (the table's first row): a flagged part's shows its defect; a part
+    # passed as good may show nothing, its normal regions left clear (1 of the 8 good parts here)
+    if rows.nth(0).locator("td").nth(3).inner_text() == "ng":
+        assert colourful(Image.open(io.BytesIO(page.locator("#sim-overlay").screenshot()))) > 0.05
     check_screenshot(web.shot("simulator"))
     missed, over = outcomes.count("miss"), outcomes.count("over")
     print(f"simulator: {n_images} parts on {LINES[0]} in {elapsed:.1f} s; {missed} missed, {over} over-detected")
