@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from lineguard.cli import cluster, demo, evaluate, export, fit, keys, lines, serve
 from lineguard.errors import LineGuardError, outcome
+from lineguard.models.memory import keep_large_buffers
 
 COMMANDS = (fit, evaluate, export, lines, keys, serve, cluster, demo)  # each adds its sub-commands
 
@@ -45,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help, or a usage error argparse has printed (exit code 2)
         return int(done.code or 0)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    keep_large_buffers()  # fits, evaluations and exports run networks in this process (models/memory.py)
     try:
         return int(args.func(args) or 0)
     except LineGuardError as err:

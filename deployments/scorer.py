@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 @serve.deployment
 class Scorer:
     def __init__(self, store: str) -> None:
+        from lineguard.models.memory import keep_large_buffers
+
+        keep_large_buffers()  # the heads' distance tiles and maps, as the Backbone's layers (models/memory.py)
         self.store = ModelStore(store)
         self.tuning: ScorerTuning | None = None
         self.reconfigure({})

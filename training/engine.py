@@ -33,6 +33,7 @@ import torch
 
 from lineguard.errors import DataError
 from lineguard.models.backbone import FeatureExtractor
+from lineguard.models.memory import keep_large_buffers
 from lineguard.models.preprocess import PreprocessConfig, open_image
 from lineguard.models.scoring import AnomalyScorer
 from lineguard.models.tensors import load_file, to_tensor
@@ -78,6 +79,7 @@ class BatchWorker:
     """Callable on ``{"path": array of str}`` batches; returns per-image columns plus ``path``/``error``."""
 
     def __init__(self, spec: WorkerSpec) -> None:
+        keep_large_buffers()  # a Ray Data actor runs the backbone on every batch (models/memory.py)
         if spec.threads:
             torch.set_num_threads(spec.threads)
         self.spec = spec

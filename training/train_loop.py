@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from lineguard.errors import DataError
+from lineguard.models.memory import keep_large_buffers
 from lineguard.registry.sections import TrainingHistory
 from lineguard.training.options import TrainOptions
 from lineguard.training.runtime import ensure_ray
@@ -195,10 +196,12 @@ class WorkerReports:
 
 
 def worker_setup(options: TrainOptions) -> tuple[int, int]:
-    """On a Ray Train worker: seed torch, keep CPU workers to one thread each; the world size and rank."""
+    """On a Ray Train worker: the allocator's thresholds, seed torch, keep CPU workers to one thread each; the
+    world size and rank."""
     import ray.train
 
     context = ray.train.get_context()
+    keep_large_buffers()
     torch.manual_seed(options.seed)
     if not torch.cuda.is_available():
         torch.set_num_threads(1)  # workers share the node's cores
