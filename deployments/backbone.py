@@ -42,7 +42,9 @@ class Backbone:
 
         keep_large_buffers()  # torch's layer buffers stay in the heap: 2.5x at batch 16 here (models/memory.py)
         self.args = BackboneArgs(**backbone)
-        self.extractor = FeatureExtractor(self.args.name, self.args.layers, self.args.weights, replica_device())
+        self.extractor = FeatureExtractor(
+            self.args.name, self.args.layers, self.args.weights, replica_device(), self.args.precision
+        )
         device = self.extractor.device
         self._mean = torch.tensor(self.extractor.mean, device=device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(self.extractor.std, device=device).view(1, 3, 1, 1) * 255.0

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -41,6 +41,11 @@ class BackboneArgs(_Strict):
     layers: list[str] = Field(default_factory=lambda: list(DEFAULT_LAYERS))
     image_size: int = Field(256, ge=32, le=2048)
     weights: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="auto: fp16 on GPUs, bf16 on CPUs with native bf16, else fp32; fp32 gives the answers of "
+        "an exported bundle (lineguard export) part for part",
+    )
 
     def spec(self) -> BackboneSpec:
         return BackboneSpec(self.name, tuple(self.layers), self.image_size)

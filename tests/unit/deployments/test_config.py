@@ -45,3 +45,13 @@ def test_bind_graph_applies_the_config_files_options_by_default(tmp_path: Any) -
     expected = next(d for d in config_file.application(config_file.read())["deployments"] if d["name"] == "Ingress")
     assert ingress.max_ongoing_requests == expected["max_ongoing_requests"]
     assert ingress.ray_actor_options["num_cpus"] == expected["ray_actor_options"]["num_cpus"]
+
+
+def test_a_backbone_precision_is_one_the_extractor_takes() -> None:
+    from pydantic import ValidationError
+
+    from lineguard.deployments.config import BackboneArgs
+
+    assert BackboneArgs().precision == "auto" and BackboneArgs(precision="fp32").precision == "fp32"
+    with pytest.raises(ValidationError, match="precision"):
+        BackboneArgs(precision="fp64")
