@@ -72,8 +72,7 @@ def torch_path(store: ModelStore, line: str, precision: str) -> Callable[[np.nda
     card, model = load_image_model(store, line, runtime=Runtime(device="cpu", precision=precision))
     head = model.scorer.head
     if precision == "fp32" and isinstance(head, PatchCore):
-        head.search_precision = "fp32"
-        head.on_state_loaded()
+        head.use_search("fp32")
     assert card.backbone is not None
     config = card.backbone.preprocess()
     mean = torch.tensor(config.mean).view(1, 3, 1, 1)

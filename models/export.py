@@ -26,7 +26,6 @@ from lineguard.models.autoencoder import SensorAutoEncoder
 from lineguard.models.backbone import FeatureExtractor
 from lineguard.models.classifier import ImageClassifier
 from lineguard.models.heads.patchcore import PatchCore
-from lineguard.models.nn_search import NearestNeighbourSearch
 from lineguard.models.preprocess import PreprocessConfig
 from lineguard.models.scoring import AnomalyScorer
 from lineguard.models.sensor_model import Z_CLIP
@@ -63,7 +62,7 @@ class AnomalyGraph(nn.Module):
         self.scorer = scorer.cpu().eval()
         head = scorer.head
         if isinstance(head, PatchCore):  # one exact fp32 product over the whole bank: no chunk loop to trace
-            head.search = NearestNeighbourSearch(head.memory_bank, "fp32", chunk_size=None)
+            head.use_search("fp32", chunk_size=None)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = [f.float() for f in self.net(self.normalise(images))]

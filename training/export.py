@@ -30,7 +30,6 @@ from lineguard import __version__
 from lineguard.errors import ConfigError, DataError, ExportError
 from lineguard.models import export as graphs
 from lineguard.models.autoencoder import SensorAutoEncoder
-from lineguard.models.decisions import decide
 from lineguard.models.heads.patchcore import PatchCore
 from lineguard.models.preprocess import IMAGE_SUFFIXES, PreprocessConfig, open_image, resize
 from lineguard.models.spec import Runtime
@@ -259,8 +258,7 @@ def _anomaly_plan(store: ModelStore, card: ModelCard, settings: ExportSettings) 
         extractor = extractor_for(card, runtime)
         scorer = anomaly_scorer(store, card).to(extractor.device)
         if isinstance(scorer.head, PatchCore):
-            scorer.head.search_precision = search
-            scorer.head.on_state_loaded()
+            scorer.head.use_search(search)
 
         def run(items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
             decided = [d for part in _chunks(items) for d in scorer.predict(extractor.extract(_batch(part, card)))]
@@ -301,10 +299,8 @@ def _classifier_plan(store: ModelStore, card: ModelCard, settings: ExportSetting
         line.model.to(extractor.device)
 
         def run(items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-            probs = [line.model.probabilities(extractor.extract(_batch(part, card))) for part in _chunks(items)]
-            p = np.concatenate(probs)
-            decided = decide(p, line.normal_index, line.threshold, line.severity)
-            return p.ravel(), np.array([d.index for d in decided])
+            decided = [d for part in _chunks(items) for d in line.predict(extractor.extract(_batch(part, card)))]
+            return np.stack([d.probabilities for d in decided]).ravel(), np.array([d.index for d in decided])
 
         return run
 

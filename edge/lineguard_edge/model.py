@@ -52,14 +52,14 @@ class EdgeModel:
         self.version = bundle.version
         self.kind = bundle.kind
         self.graph: Graph = open_graph(bundle.runtime, bundle.graph_file(), threads)
+        t = self.spec["threshold"]
+        self.threshold = Threshold(value=float(t["value"]), method=str(t["method"]), reference=float(t["reference"]))
+        rules = self.spec.get("severity")
+        self.severity = SeverityRules.from_dict(rules) if rules else SeverityRules()
 
     @property
     def takes_images(self) -> bool:
         return self.kind != "sensor-anomaly"
-
-    def _threshold(self) -> Threshold:
-        t = self.spec["threshold"]
-        return Threshold(value=float(t["value"]), method=str(t["method"]), reference=float(t["reference"]))
 
     # --- images ------------------------------------------------------------------------------------
     def _image(self, item: ImageInput) -> Image.Image:
@@ -99,7 +99,7 @@ class EdgeModel:
         self, images: list[Image.Image], outputs: list[np.ndarray], heatmap: bool, sensor_id: str | None, start: float
     ) -> list[Answer]:
         scores, maps = outputs
-        threshold = self._threshold()
+        threshold = self.threshold
         low, high = self.spec["display_range"]
         elapsed = _ms(start)
         answers = []
@@ -127,10 +127,7 @@ class EdgeModel:
         classes: list[str] = self.spec["classes"]
         normal = self.spec.get("normal_class")
         normal_index = None if normal is None else classes.index(normal)
-        severity = SeverityRules.from_dict(self.spec["severity"]) if self.spec.get("severity") else SeverityRules()
-        decisions = decide(
-            probabilities.astype(np.float64), normal_index, float(self.spec["threshold"]["value"]), severity
-        )
+        decisions = decide(probabilities.astype(np.float64), normal_index, self.threshold.value, self.severity)
         elapsed = _ms(start)
         return [
             {
@@ -174,7 +171,7 @@ class EdgeModel:
             raise FeatureMismatchError(f"expected readings of shape (B, {len(self.features)}), got {values.shape}")
         start = time.perf_counter()
         errors, expected = self.graph.run({"values": np.ascontiguousarray(values, dtype=np.float64)})
-        threshold = self._threshold()
+        threshold = self.threshold
         out = summarise_errors(errors.astype(np.float64), threshold, int(self.spec["top_k"]))
         elapsed = _ms(start)
         names = self.features

@@ -140,6 +140,12 @@ class PatchCore(AnomalyHead):
     def on_state_loaded(self) -> None:
         self.search = NearestNeighbourSearch(self.memory_bank, self.search_precision) if self.is_fitted else None
 
+    def use_search(self, precision: str, chunk_size: int | None = 256) -> None:
+        """Search the bank in ``precision`` from now on (``chunk_size=None``: one product over all queries,
+        the form an exported graph takes); the card's own precision is what a loaded line starts with."""
+        self.search_precision = precision
+        self.search = NearestNeighbourSearch(self.memory_bank, precision, chunk_size) if self.is_fitted else None
+
     # --- scoring -----------------------------------------------------------------------------------
     def forward(self, features: list[torch.Tensor]) -> HeadOutput:
         self.require_fitted("PatchCore memory bank is empty")

@@ -92,8 +92,7 @@ def test_anomaly_bundles_answer_as_the_service(
     edge = _export(lines, line, tmp_path / "bundle", fmt)
     card, model = load_image_model(lines, line, runtime=FP32)
     if isinstance(model.scorer.head, PatchCore):
-        model.scorer.head.search_precision = "fp32"
-        model.scorer.head.on_state_loaded()
+        model.scorer.head.use_search("fp32")
     files = sorted((synthetic_line / "test").rglob("*.png"))
     data = [f.read_bytes() for f in files]
     served = model.predict_bytes(data, with_maps=True)
