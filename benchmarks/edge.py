@@ -11,7 +11,9 @@ check run on every test image, and reports:
 - image AUROC of each path on the test images (torch with the service's default precision, torch fp32,
   each bundle);
 - backbone + head in process, on decoded and resized images: single-image latency (p50 ms) and batch-16
-  throughput (images/s) of torch (the service's default precision, and fp32), ONNX Runtime and OpenVINO;
+  throughput (images/s) of torch (the service's default precision, and fp32), ONNX Runtime, OpenVINO and
+  OpenVINO with an INT8 backbone (``--int8``, calibrated on the training images; ``--no-int8`` skips it);
+- the INT8 bundle's accuracy cost: image and pixel AUROC against its fp32 twin on every test image;
 - the peak resident memory (VmHWM) of a fresh process that loads the line and scores a batch of 16: the
   edge runtime against torch (what a Backbone + Scorer replica holds).
 
@@ -94,7 +96,7 @@ def bundle_path(folder: Path) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
-def timings(paths: dict[str, Callable[[np.ndarray], np.ndarray]], images: np.ndarray, seconds: float) -> dict[str, Any]:
+def timings(paths: dict[str, Callable[[np.ndarray], Any]], images: np.ndarray, seconds: float) -> dict[str, Any]:
     """p50 ms of one image and images/s at batch 16: each path runs in blocks of a second, the paths taking
     turns block by block (not call by call: a runtime's threads spin for a while after each call and
     would slow whichever path runs next)."""
@@ -156,7 +158,7 @@ def resident_mb(kind: str, where: Path, line: str, images: np.ndarray, scratch: 
     return round(float(json.loads(done.stdout.splitlines()[-1])["max_rss_mb"]), 1)
 
 
-def bench_head(head: str, data: Path, seconds: float, scratch: Path) -> dict[str, Any]:
+def bench_head(head: str, data: Path, seconds: float, scratch: Path, int8: bool = True) -> dict[str, Any]:
     store = ModelStore(scratch / "store")
     line = f"bench-{head}"
     fit_image_line(line, data, FitOptions(head=head, progress=False), store)
@@ -177,6 +179,14 @@ def bench_head(head: str, data: Path, seconds: float, scratch: Path) -> dict[str
         report = export_line(store, line, folder, settings)
         result["parity"][fmt] = report.parity.to_dict()
         paths[fmt] = bundle_path(folder)
+    if int8:  # calibrated on the training images; its accuracy against fp32 measured on every test image
+        folder = scratch / f"{line}-int8"
+        # its decisions not held (int8_decisions 0.99): the cost is measured, whatever it is
+        quantized = ExportSettings(format="openvino", data=data, int8=True, int8_decisions=0.99)
+        report = export_line(store, line, folder, quantized)
+        result["parity"]["openvino int8"] = report.parity.to_dict()
+        result["int8_accuracy"] = report.accuracy
+        paths["openvino int8"] = bundle_path(folder)
     for name, run in paths.items():
         scores = np.concatenate([run(images[i : i + 16]) for i in range(0, len(images), 16)])
         result["image_auroc"][name] = round(float(roc_auc_score(labels, scores)), 4)
@@ -234,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000, help="--sensor: readings sent, one per request")
     parser.add_argument("--heads", default="patchcore,padim,mean")
     parser.add_argument("--seconds", type=float, default=5.0, help="timing per path")
+    parser.add_argument("--no-int8", action="store_true", help="skip the OpenVINO INT8 bundle")
     args = parser.parse_args(argv)
     print(f"CPU: {cpu_flags()}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     if args.sensor:
@@ -247,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         for head in args.heads.split(","):
             folder = Path(scratch) / head
             folder.mkdir()
-            result = bench_head(head, args.data, args.seconds, folder)
+            result = bench_head(head, args.data, args.seconds, folder, not args.no_int8)
             results.append(result)
             print(json.dumps(result), flush=True)
     print(f"\n{args.data.name}: backbone + head in process (ms p50 one image / images per s at batch 16)")
@@ -263,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {result['head']:<10}{name:<24}{t['single_p50_ms']:>8.1f} ms {t['batch16_images_per_s']:>8.1f}/s "
                 f"({t['batch16_images_per_s'] / base:4.2f}x)  AUROC {result['image_auroc'][name]:.4f}{note}"
             )
+        if result.get("int8_accuracy"):
+            print(f"  {result['head']:<10}INT8 against fp32: {result['int8_accuracy']}")
         print(f"  {result['head']:<10}resident memory (MB): {result['resident_mb']}")
     return 0
 

@@ -2,12 +2,15 @@
 
     python -m benchmarks.serving [--data DATASETS/battery_weld/welding] [--clients 1,8,32]
                                  [--set Backbone.num_replicas=2] [--set Ingress.user_config.batch_max_size=8]
+                                 [--backbone-runtime torch,openvino,openvino:bf16]
 
 In process: N client threads call the pipeline (decode, resize, backbone, head) directly, with torch
 on 1 and on 2 threads; the better of the two is the baseline. Through Serve: the application from
 ``serve_config.yaml`` (overrides with ``--set``) on a private local Ray, N concurrent HTTP clients
 (aiohttp, on this machine). Also reported: cold start (Ray start + ``serve.run`` to the first 200),
-and the resident memory of every Ray process while serving.
+and the resident memory of every Ray process while serving. ``--backbone-runtime torch,openvino`` serves
+the application once per runtime of the Backbone (serve_config.yaml's ``backbones[].runtime``), one after
+the other in the same run, and prints their throughputs side by side.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import socket
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -143,6 +148,11 @@ def add_application_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-haproxy", action="store_true", help="Serve's Python proxy instead of HAProxy")
     parser.add_argument("--no-grpc", action="store_true", help="object-store hops instead of gRPC")
     parser.add_argument("--no-history", action="store_true", help="answers not recorded (no Recorder)")
+    parser.add_argument(
+        "--backbone-runtime",
+        default=None,
+        help="torch | onnx | openvino | auto, with :PRECISION if wanted, or several: torch,openvino,openvino:bf16",
+    )
 
 
 def conclude(result: dict[str, Any], out: Path | None, settings: dict[str, Any]) -> NoReturn:
@@ -164,9 +174,9 @@ def wait_healthy(base: str, timeout_s: float = 120.0) -> None:
         time.sleep(0.5)
 
 
-def start_application(store_dir: Path, args: argparse.Namespace) -> tuple[int, float]:
-    """A private local Ray running the application of ``args.config`` (with ``args.set`` and ``args.env``)
-    on a free port; returns the port and when ``serve.run`` began."""
+def start_application(store_dir: Path, args: argparse.Namespace, runtime: str | None = None) -> tuple[int, float]:
+    """A private local Ray running the application of ``args.config`` (with ``args.set`` and ``args.env``,
+    and the Backbone on ``runtime`` if given) on a free port; returns the port and when ``serve.run`` began."""
     import ray
     from ray import serve
 
@@ -175,7 +185,12 @@ def start_application(store_dir: Path, args: argparse.Namespace) -> tuple[int, f
 
     app = config_file.application(config_file.read(args.config))
     history = {"enabled": False} if args.no_history else None
-    app_args = config_file.app_args(app, store=str(store_dir), history=history)
+    backbones = None
+    if runtime is not None:  # "openvino" or "openvino:bf16": the runtime and, optionally, its precision
+        name, _, precision = runtime.partition(":")
+        chosen = {"runtime": name, **({"precision": precision} if precision else {})}
+        backbones = [{**b, **chosen} for b in app["args"]["backbones"]]
+    app_args = config_file.app_args(app, store=str(store_dir), history=history, backbones=backbones)
     options = config_file.deployment_options(app, **parse_sets(args.set))
     # the application's runtime_env and --env reach every replica through Ray's environment
     if not args.no_haproxy:
@@ -193,14 +208,19 @@ def start_application(store_dir: Path, args: argparse.Namespace) -> tuple[int, f
 
 
 def serve_run(
-    store_dir: Path, images: list[bytes], levels: list[int], duration: float, args: argparse.Namespace
+    store_dir: Path,
+    images: list[bytes],
+    levels: list[int],
+    duration: float,
+    args: argparse.Namespace,
+    runtime: str | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     import httpx
     import ray
     from ray import serve
 
-    port, run_started = start_application(store_dir, args)
+    port, run_started = start_application(store_dir, args, runtime)
     url = f"http://127.0.0.1:{port}/v1/lines/bench/predict"
     while True:
         try:
@@ -216,10 +236,13 @@ def serve_run(
         "levels": {},
     }
     asyncio.run(http_load(url, image_form(images), 8, 3.0))  # warm-up: every replica and cache
+    backbone = serve.get_deployment_handle("Backbone", "lineguard")
+    results["backbone"] = backbone.describe.remote().result(timeout_s=30)
+    on = f"{results['backbone']['runtime']} {results['backbone']['precision']}"
     for clients in levels:
         results["levels"][clients] = asyncio.run(http_load(url, image_form(images), clients, duration))
         print(
-            f"  serve {clients:>3} clients: {results['levels'][clients]['throughput']:.1f} req/s, "
+            f"  serve ({on}) {clients:>3} clients: {results['levels'][clients]['throughput']:.1f} req/s, "
             f"p50 {results['levels'][clients]['p50']:.1f} ms",
             flush=True,
         )
@@ -238,14 +261,16 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per measurement")
     add_application_flags(parser)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--no-in-process", action="store_true", help="skip the in-process baseline")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
+    runtimes: list[str | None] = args.backbone_runtime.split(",") if args.backbone_runtime else [None]
     with tempfile.TemporaryDirectory(prefix="lineguard-serve-bench-") as tmp:
         store_dir = Path(tmp) / "store"
         data, images = fit_line(store_dir, args.data)
         print(f"line fitted on {data}; {len(images)} images in rotation", flush=True)
         local: dict[int, dict[str, Any]] = {}
-        for clients in levels:
+        for clients in [] if args.no_in_process else levels:
             runs = [in_process(store_dir, images, clients, args.duration, threads) for threads in (1, 2)]
             local[clients] = max(runs, key=lambda r: r["throughput"])
             print(
@@ -253,9 +278,31 @@ def main() -> None:
                 f"p50 {local[clients]['p50']:.1f} ms (torch threads {local[clients]['threads']})",
                 flush=True,
             )
-        served = serve_run(store_dir, images, levels, args.duration, args)
+        served = {runtime: fresh_serve_run(store_dir, images, levels, args, runtime) for runtime in runtimes}
+    rows = [row for runtime, run in served.items() for row in report(run, local, levels, runtime)]
+    if len(served) > 1:
+        compare(served, levels)
+    if args.out:
+        args.out.write_text(json.dumps({"rows": rows, "served": served, "settings": vars(args)}, indent=2, default=str))
+
+
+def fresh_serve_run(
+    store_dir: Path, images: list[bytes], levels: list[int], args: argparse.Namespace, runtime: str | None
+) -> dict[str, Any]:
+    """:func:`serve_run` in a process of its own: Ray does not start again in a process it ran in."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(serve_run, store_dir, images, levels, args.duration, args, runtime).result()
+
+
+def report(
+    served: dict[str, Any], local: dict[int, dict[str, Any]], levels: list[int], runtime: str | None
+) -> list[dict[str, Any]]:
+    backbone = served["backbone"]
+    asked = " (--backbone-runtime)" if runtime else ""
+    print(f"\nBackbone on {backbone['runtime']} ({backbone['precision']}){asked}")
     print(
-        f"\ncold start (ray.init + serve.run to the first 200): {served['cold_start_s']} s "
+        f"cold start (ray.init + serve.run to the first 200): {served['cold_start_s']} s "
         f"(serve.run to first 200: {served['serve_run_to_first_200_s']} s)"
     )
     memory = served["memory_mb"]
@@ -267,10 +314,12 @@ def main() -> None:
         f"\n{'clients':>8}{'in-proc req/s':>15}{'serve req/s':>13}{'ratio':>8}{'in-proc p50':>13}{'serve p50':>11}"
         f"{'overhead p50':>14}{'in-proc p99':>13}{'serve p99':>11}{'errors':>8}"
     )
+    nothing = {"throughput": float("nan"), "p50": float("nan"), "p99": float("nan")}
     rows = []
     for clients in levels:
-        a, b = local[clients], served["levels"][clients]
+        a, b = local.get(clients, nothing), served["levels"][clients]
         row = {
+            "backbone": backbone,
             "clients": clients,
             "in_process": a,
             "serve": b,
@@ -283,10 +332,18 @@ def main() -> None:
             f"{b['p50']:>11.1f}{row['overhead_p50_ms']:>14.1f}{a['p99']:>13.1f}{b['p99']:>11.1f}"
             f"{sum(b['errors'].values()):>8}"
         )
-    if args.out:
-        args.out.write_text(
-            json.dumps({"rows": rows, "cold_start": served, "settings": vars(args)}, indent=2, default=str)
-        )
+    return rows
+
+
+def compare(served: dict[str | None, dict[str, Any]], levels: list[int]) -> None:
+    """Requests/s through Serve per Backbone runtime, each against the first one given."""
+    names = [f"{r['backbone']['runtime']} {r['backbone']['precision']}" for r in served.values()]
+    runs = list(served.values())
+    print(f"\n{'clients':>8}" + "".join(f"{n:>22}" for n in names))
+    for clients in levels:
+        base = runs[0]["levels"][clients]["throughput"]
+        cells = [r["levels"][clients]["throughput"] for r in runs]
+        print(f"{clients:>8}" + "".join(f"{c:>13.1f} ({c / base:4.2f}x)" for c in cells))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,11 @@ from typing import Any
 
 from lineguard.cli.common import add_address, cluster_size, runtime_defaults, store_of
 from lineguard.cli.flags import add_options, build
+from lineguard.errors import ExportError
+from lineguard.registry.card import ModelCard
+from lineguard.registry.store import ModelStore
 from lineguard.training.kinds import ADAPTERS, KindAdapter
+from lineguard.training.options import EXPORT_FORMATS, ExportSettings
 from lineguard.training.report import fit_summary
 
 
@@ -29,6 +33,14 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         parser.add_argument("--line", required=True, help="line name: 1-64 letters, digits, '-' or '_'")
         parser.add_argument("--data", required=True, type=Path, help=adapter.data_help)
         parser.add_argument("--json", action="store_true", help="print the stored model card as JSON")
+        parser.add_argument(
+            "--export",
+            type=export_formats,
+            default=(),
+            metavar="FORMATS",
+            help="then export the new version for the edge runtime: onnx, openvino or onnx,openvino, kept in the "
+            "store (the service hands it out at GET /v1/lines/LINE/bundle)",
+        )
         add_address(parser)
         add_options(parser, adapter.options, runtime_defaults())
         parser.set_defaults(func=run, adapter=adapter)
@@ -52,6 +64,14 @@ def spelling_hint(argv: Sequence[str]) -> str | None:
     return f"say what to fit first: lineguard fit {kinds} --line NAME --data PATH (here: lineguard fit {kind} ...)"
 
 
+def export_formats(text: str) -> tuple[str, ...]:
+    formats = tuple(f.strip() for f in text.split(",") if f.strip())
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if not formats or unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(EXPORT_FORMATS)}, comma-separated")
+    return formats
+
+
 def run(args: argparse.Namespace) -> int:
     adapter: KindAdapter[Any] = args.adapter
     options: Any = build(adapter.options, args, runtime_defaults())
@@ -62,4 +82,20 @@ def run(args: argparse.Namespace) -> int:
     store = store_of(args)
     report = adapter.fit(args.line, args.data, options, store)
     print(report.card.model_dump_json(indent=2) if args.json else fit_summary(report, store.uri))
+    for fmt in args.export:
+        export(store, report.card, fmt)
     return 0
+
+
+def export(store: ModelStore, card: ModelCard, fmt: str) -> None:
+    """The fitted version's bundle in ``fmt``, into the store beside it; a failed parity check fails the
+    command (the version itself stays stored)."""
+    from lineguard.cli.export import print_report
+    from lineguard.training.export import export_to_store  # torch: imported when an export runs
+
+    try:
+        print_report(export_to_store(store, card.line, ExportSettings(format=fmt, version=card.version)))
+    except ExportError as err:
+        raise ExportError(
+            f"{card.line} {card.version} is fitted and stored, but its {fmt} export failed: {err}"
+        ) from err

@@ -43,8 +43,13 @@ class BackboneArgs(_Strict):
     weights: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
-        description="auto: fp16 on GPUs, bf16 on CPUs with native bf16, else fp32; fp32 gives the answers of "
-        "an exported bundle (lineguard export) part for part",
+        description="torch's auto: fp16 on GPUs, bf16 on CPUs with native bf16, else fp32; OpenVINO's auto: fp32. "
+        "fp32 with the Scorer's search_precision fp32 gives an exported bundle's answers part for part",
+    )
+    runtime: Literal["auto", "torch", "onnx", "openvino"] = Field(
+        "auto",
+        description="what runs it on a CPU replica: auto = openvino (fp32) where installed, the fastest path "
+        "with fp32's decisions measured, else torch; GPU replicas always run torch",
     )
 
     def spec(self) -> BackboneSpec:
@@ -176,12 +181,17 @@ class IngressTuning(_Strict):
 class BackboneTuning(_Strict):
     max_batch_size: int = Field(16, ge=1, le=1024, description="images per forward pass")
     batch_wait_timeout_s: float = Field(0.0, ge=0, le=1)
-    threads: int = Field(0, ge=0, le=256, description="torch threads; 0 = the replica's CPUs")
+    threads: int = Field(0, ge=0, le=256, description="the runtime's threads; 0 = the replica's CPUs")
 
 
 class ScorerTuning(_Strict):
     max_models: int = Field(8, ge=1, le=1024, description="line models cached per replica (LRU)")
     threads: int = Field(1, ge=1, le=256)
+    search_precision: Literal["card", "fp32", "bf16"] = Field(
+        "card",
+        description="PatchCore's neighbour search: card = the line's own (auto: bf16 on CPUs with native bf16); "
+        "fp32, with the backbone's precision fp32, gives an exported bundle's answers part for part",
+    )
 
 
 class SensorScorerTuning(_Strict):

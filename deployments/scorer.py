@@ -39,12 +39,17 @@ class Scorer:
         self.tuning: ScorerTuning | None = None
         self.reconfigure({})
 
-    def _loader(self, max_models: int) -> Callable[[str], Awaitable[LineModel]]:
+    def _loader(self, max_models: int, search_precision: str) -> Callable[[str], Awaitable[LineModel]]:
+        from lineguard.models.heads.patchcore import PatchCore
+        from lineguard.models.scoring import AnomalyScorer
         from lineguard.registry.image_models import line_model
 
         async def load(model_id: str) -> LineModel:
             line, version = parse_model_id(model_id)
-            return line_model(self.store, self.store.read_card(line, version))
+            model = line_model(self.store, self.store.read_card(line, version))
+            if search_precision != "card" and isinstance(model, AnomalyScorer) and isinstance(model.head, PatchCore):
+                model.head.use_search(search_precision)
+            return model
 
         return serve.multiplexed(max_num_models_per_replica=max_models)(load)  # type: ignore[no-any-return]
 
@@ -52,8 +57,9 @@ class Scorer:
         import torch
 
         tuning = ScorerTuning(**user_config)
-        if self.tuning is None or tuning.max_models != self.tuning.max_models:
-            self._get_model = self._loader(tuning.max_models)
+        loading = (tuning.max_models, tuning.search_precision)
+        if self.tuning is None or loading != (self.tuning.max_models, self.tuning.search_precision):
+            self._get_model = self._loader(*loading)  # a new cache: models load again with the new search
         torch.set_num_threads(tuning.threads)
         self.tuning = tuning
 

@@ -4,6 +4,8 @@ the line decides on, with nothing left to the runtime but decoding, the threshol
 - image anomaly: ``images`` uint8 ``(B, S, S, 3)`` -> normalisation -> truncated backbone -> head ->
   smoothed map -> ``scores`` ``(B,)`` and ``maps`` ``(B, h, w)``, exactly :class:`AnomalyScorer`'s numbers;
 - classifier: ``images`` -> backbone -> tail and head -> ``probabilities`` ``(B, K)``, temperature-scaled;
+- the service's shared backbone (:mod:`lineguard.models.feature_runtime`): ``images`` uint8 ``(B, 3, S, S)``
+  -> normalisation -> truncated backbone -> one output per feature layer, what the Backbone deployment sends on;
 - sensor: ``values`` float64 ``(B, n)`` -> the AutoEncoder -> ``errors`` and ``expected`` ``(B, n)``, the
   squared error per feature and the reconstruction in the sensors' units (float64, as
   :class:`lineguard.models.sensor_model.SensorModel` computes them).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -37,14 +40,17 @@ class _Normalise(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, preprocess: PreprocessConfig) -> None:
+    def __init__(self, mean: Sequence[float], std: Sequence[float], channels_last: bool = True) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(preprocess.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(preprocess.std).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+        self.channels_last = channels_last
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, S, S, 3)`` -> float ``(B, 3, S, S)``: the arithmetic of :func:`models.tensors.to_tensor`."""
-        return images.permute(0, 3, 1, 2).float().div(255.0).sub(self.mean).div(self.std)
+        """uint8 ``(B, S, S, 3)`` (or ``(B, 3, S, S)``) -> float ``(B, 3, S, S)``: the arithmetic of
+        :func:`models.tensors.to_tensor`."""
+        x = images.permute(0, 3, 1, 2) if self.channels_last else images
+        return x.float().div(255.0).sub(self.mean).div(self.std)
 
 
 def _fp32_cpu(extractor: FeatureExtractor) -> nn.Module:
@@ -57,7 +63,7 @@ class AnomalyGraph(nn.Module):
 
     def __init__(self, extractor: FeatureExtractor, scorer: AnomalyScorer, preprocess: PreprocessConfig) -> None:
         super().__init__()
-        self.normalise = _Normalise(preprocess)
+        self.normalise = _Normalise(preprocess.mean, preprocess.std)
         self.net = _fp32_cpu(extractor)
         self.scorer = scorer.cpu().eval()
         head = scorer.head
@@ -70,12 +76,25 @@ class AnomalyGraph(nn.Module):
         return scores, maps
 
 
+class BackboneGraph(nn.Module):
+    """The service's shared backbone: uint8 ``(B, 3, S, S)`` images -> one float32 map per feature layer."""
+
+    def __init__(self, extractor: FeatureExtractor) -> None:
+        super().__init__()
+        self.normalise = _Normalise(extractor.mean, extractor.std, channels_last=False)
+        self.net = _fp32_cpu(extractor)
+        self.outputs = [f"features_{i}" for i in range(len(extractor.layers))]
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(f.float() for f in self.net(self.normalise(images)))
+
+
 class ClassifierGraph(nn.Module):
     """Classifier line: uint8 images -> temperature-scaled class ``probabilities``."""
 
     def __init__(self, extractor: FeatureExtractor, model: ImageClassifier, preprocess: PreprocessConfig) -> None:
         super().__init__()
-        self.normalise = _Normalise(preprocess)
+        self.normalise = _Normalise(preprocess.mean, preprocess.std)
         self.net = _fp32_cpu(extractor)
         self.model = model.float().cpu().eval()
 

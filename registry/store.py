@@ -11,6 +11,10 @@ The root is a local folder by default, or any URI ``pyarrow.fs`` understands (``
 - Tensors are safetensors and metadata JSON; nothing is ever unpickled. Every file's SHA-256 is in the
   card and checked on load, so a corrupted version is refused with a clear error.
 - Line and version names are validated, so no path ever leaves the root.
+- ``<version>/bundles/<format>/`` keeps the version exported for the edge runtime (``lineguard export
+  --to-store``, ``lineguard fit --export``): added after the version, replaced by a new export, never
+  copied to a derived version (its spec holds the threshold). The service hands it out at
+  ``GET /v1/lines/{line}/bundle``.
 
 The store moves bytes and NumPy arrays, never torch tensors (light processes read it):
 :mod:`lineguard.registry.tensors` (de)serialises torch state dicts for the processes that have torch.
@@ -38,6 +42,9 @@ log = logging.getLogger(__name__)
 DEFAULT_STORE = "./lineguard-store"  # the default of `lineguard --store` and of the service's `store` arg
 TENSORS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
+BUNDLES_DIR = "bundles"  # <version>/bundles/<format>/: the version exported for the edge (lineguard export)
+BUNDLE_FORMATS = ("onnx", "openvino")
+BUNDLE_MANIFEST = "manifest.json"  # written last: its presence marks a stored bundle complete
 CURRENT_FILE = "CURRENT"
 
 
@@ -181,6 +188,47 @@ class ModelStore:
         if not name.startswith("_") or ".." in name or name.startswith("_/"):
             raise ConfigError(f"service files live in folders starting with '_' (never a line): got {name!r}")
         return f"{self.root}/{name}"
+
+    # --- exported bundles ----------------------------------------------------------------------------
+    def _bundle_dir(self, line: str, version: str, fmt: str) -> str:
+        if fmt not in BUNDLE_FORMATS:
+            raise ConfigError(f"unknown bundle format {fmt!r}: {' or '.join(BUNDLE_FORMATS)}")
+        return f"{self._version_dir(line, version)}/{BUNDLES_DIR}/{fmt}"
+
+    def bundle_formats(self, line: str, version: str) -> list[str]:
+        """The formats ``version`` of ``line`` has a complete exported bundle in."""
+        return [f for f in BUNDLE_FORMATS if self._exists(f"{self._bundle_dir(line, version, f)}/{BUNDLE_MANIFEST}")]
+
+    def write_bundle(self, line: str, version: str, fmt: str, files: dict[str, bytes]) -> None:
+        """Keep the exported bundle of a stored version (``files``: the bundle's folder, manifest included),
+        replacing an earlier export in that format. The manifest goes last, so a reader never sees half a
+        bundle as complete; the edge runtime checks every file against it anyway."""
+        self.read_card(line, version)  # refuses unknown versions
+        if BUNDLE_MANIFEST not in files or any(Path(name).name != name for name in files):
+            raise ConfigError(f"a bundle is flat files with a {BUNDLE_MANIFEST}; got {sorted(files)}")
+        folder = self._bundle_dir(line, version, fmt)
+        if self._exists(folder):
+            self.fs.delete_dir(folder)
+        self.fs.create_dir(folder, recursive=True)
+        for name in sorted(files, key=lambda n: n == BUNDLE_MANIFEST):
+            self._write(f"{folder}/{name}", files[name])
+
+    def read_bundle(self, line: str, version: str, fmt: str) -> dict[str, bytes]:
+        """The files of a stored bundle (the ones its manifest lists, and the manifest)."""
+        folder = self._bundle_dir(line, version, fmt)
+        if not self._exists(f"{folder}/{BUNDLE_MANIFEST}"):
+            have = self.bundle_formats(line, version)
+            raise NotFoundError(
+                f"{line} {version} has no {fmt} bundle"
+                + (f" (it has {', '.join(have)})" if have else "")
+                + f": lineguard export {line} --version {version} --format {fmt} --to-store"
+            )
+        manifest = self._read(f"{folder}/{BUNDLE_MANIFEST}")
+        try:
+            names = list(json.loads(manifest)["files"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise CorruptModelError(f"{folder}/{BUNDLE_MANIFEST}: not a bundle manifest ({err}); export again") from err
+        return {**{name: self._read(f"{folder}/{name}") for name in names}, BUNDLE_MANIFEST: manifest}
 
     # --- writing -----------------------------------------------------------------------------------
     def write_version(self, card: ModelCard, blob: bytes, promote: bool = True) -> ModelCard:

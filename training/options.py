@@ -371,17 +371,30 @@ EXPORT_FORMATS = ("onnx", "openvino")
 class ExportSettings:
     """format: onnx | openvino. data: the images or CSV to check parity on (default: the folder the line was
     fitted on, from its card). parity_items: how many of them (evenly spread; 0 = all). tolerance: the
-    largest relative score difference allowed (a classifier's probabilities: absolute)."""
+    largest relative score difference allowed (a classifier's probabilities: absolute). int8: quantize the
+    backbone (OpenVINO, image lines) on up to ``calibration_items`` of the line's normal images; its scores
+    then differ by more than fp32 noise, so instead of ``tolerance`` it is held to ``int8_decisions``: the
+    largest share of the parity items whose decision may change."""
 
     format: str = "onnx"
     version: str | None = None
     data: Path | None = None
     parity_items: int = 64
     tolerance: float = 1e-3
+    int8: bool = False
+    calibration_items: int = 300
+    int8_decisions: float = 0.02
 
     def validate(self) -> None:
         if self.format not in EXPORT_FORMATS:
             raise ConfigError(f"unknown export format {self.format!r}: choose {' or '.join(EXPORT_FORMATS)}")
+        if self.int8 and self.format != "openvino":
+            raise ConfigError("--int8 bundles are OpenVINO's (quantized with NNCF): add --format openvino")
+        if self.calibration_items < 1 or not 0 <= self.int8_decisions < 1:
+            raise ConfigError(
+                f"--calibration-items must be >= 1 and --int8-decisions in [0, 1); got {self.calibration_items}, "
+                f"{self.int8_decisions}"
+            )
         if self.parity_items < 0 or not 0 < self.tolerance < 1:
             raise ConfigError(
                 f"--parity-items must be >= 0 and --tolerance in (0, 1); got {self.parity_items}, {self.tolerance}"

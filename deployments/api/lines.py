@@ -1,12 +1,16 @@
-"""The lines' routes: what the service serves (``/v1/lines``, ``/v1/lines/{line}``) and the two changes an
-administrator makes live: a threshold and a classifier's severity rules (each a new version).
+"""The lines' routes: what the service serves (``/v1/lines``, ``/v1/lines/{line}``), the version's exported
+bundle for a camera PC (``/v1/lines/{line}/bundle``) and the two changes an administrator makes live: a
+threshold and a classifier's severity rules (each a new version).
 
 No ``from __future__ import annotations``: FastAPI reads the routes' annotations at import.
 """
 
 import asyncio
+import io
+import tarfile
+from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Response
 
 from lineguard.deployments.api.deps import CallerDep, LineDep, ServicesDep
 from lineguard.deployments.api.schemas import (
@@ -52,6 +56,7 @@ async def list_lines(services: ServicesDep, who: CallerDep) -> list[LineSummary]
 async def line_detail(entry: LineDep, services: ServicesDep) -> LineDetail:
     card = entry.card
     versions = await asyncio.to_thread(services.store.versions, entry.line)
+    bundles = await asyncio.to_thread(services.store.bundle_formats, entry.line, entry.version)
     calibration = card.calibration.model_dump(mode="json", exclude_none=True)
     for section in calibration.values():  # the summaries, not the thousands of scores behind them
         if isinstance(section, dict):
@@ -75,7 +80,37 @@ async def line_detail(entry: LineDep, services: ServicesDep) -> LineDetail:
         severity=card.classifier.severity if card.classifier else None,
         refused_version=refused[0],
         refused_reason=refused[1],
+        bundles=bundles,
     )
+
+
+@router.get(
+    "/v1/lines/{line}/bundle",
+    summary="The version in service exported for the edge runtime, as a tar of the bundle's folder",
+    response_class=Response,
+    responses={200: {"content": {"application/x-tar": {}}}, 404: {"description": "no bundle in that format"}},
+)
+async def bundle(
+    entry: LineDep, services: ServicesDep, format: Literal["onnx", "openvino"] = Query("onnx")
+) -> Response:
+    files = await asyncio.to_thread(services.store.read_bundle, entry.line, entry.version, format)
+    name = f"{entry.line}-{entry.version}-{format}"
+    return Response(
+        await asyncio.to_thread(tar_folder, name, files),
+        media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{name}.tar"'},
+    )
+
+
+def tar_folder(name: str, files: dict[str, bytes]) -> bytes:
+    """``files`` as the folder ``name/`` in an uncompressed tar (the graphs' weights barely compress)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for file, data in sorted(files.items()):
+            info = tarfile.TarInfo(f"{name}/{file}")
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 @router.put(

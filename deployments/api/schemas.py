@@ -64,6 +64,10 @@ class LineDetail(LineSummary):
         None, description="the version CURRENT names, refused as corrupt (this version serves instead)"
     )
     refused_reason: str | None = None
+    bundles: list[str] = Field(
+        default_factory=list,
+        description="formats this version is exported in for the edge runtime (GET /v1/lines/{line}/bundle)",
+    )
 
 
 class ThresholdUpdate(BaseModel):

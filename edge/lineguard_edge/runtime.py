@@ -1,7 +1,9 @@
 """The graph of a bundle, run by ONNX Runtime or OpenVINO behind one call: named arrays in, arrays out.
 
 Either runtime is imported only when a bundle needs it, so a machine with one of them installed runs its
-bundles. ``threads`` sets the intra-op threads (default: the runtime's own, one per core).
+bundles. ``threads`` sets the intra-op threads (default: the runtime's own, one per core). ``precision`` is
+the arithmetic: fp32 for a bundle (its parity was measured in fp32); OpenVINO also runs bf16, which the
+service's Backbone uses on CPUs with native bf16.
 """
 
 from __future__ import annotations
@@ -43,15 +45,21 @@ class OnnxGraph:
         return result
 
 
+OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+
+
 class OpenVinoGraph:
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(self, path: Path, threads: int | None = None, precision: str = "fp32") -> None:
         try:
             import openvino as ov
         except ImportError as err:
             raise ConfigError(
                 f"{path} is an OpenVINO bundle and openvino is not installed: pip install 'lineguard-edge[openvino]'"
             ) from err
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}  # parity with fp32, not the CPU's bf16
+        if precision not in OPENVINO_PRECISIONS:
+            raise ConfigError(f"OpenVINO runs a graph in {' or '.join(OPENVINO_PRECISIONS)}, not {precision!r}")
+        # explicit: OpenVINO's own default is bf16 on CPUs that have it, and a bundle's parity is fp32
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision]}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
@@ -70,9 +78,11 @@ class OpenVinoGraph:
         return [np.array(result[name], copy=True) for name in self.outputs]
 
 
-def open_graph(runtime: str, path: Path, threads: int | None = None) -> Graph:
+def open_graph(runtime: str, path: Path, threads: int | None = None, precision: str = "fp32") -> Graph:
     if runtime == "onnx":
+        if precision != "fp32":
+            raise ConfigError(f"ONNX Runtime runs these graphs in fp32 only, not {precision!r}: use openvino for bf16")
         return OnnxGraph(path, threads)
     if runtime == "openvino":
-        return OpenVinoGraph(path, threads)
+        return OpenVinoGraph(path, threads, precision)
     raise ConfigError(f"unknown runtime {runtime!r}: onnx or openvino")

@@ -189,6 +189,36 @@ def test_exports_that_cannot_hold_are_refused(lines: ModelStore, tmp_path: Path)
         export_line(lines, "spindle", tmp_path / "tf", ExportSettings(format="tflite"))
 
 
+def test_an_int8_bundle_carries_its_accuracy_cost(lines: ModelStore, synthetic_line: Path, tmp_path: Path) -> None:
+    """--int8: the backbone quantized by NNCF on the line's normal images, the head left in fp32; held to its
+    decisions (not to fp32's tolerance) and measured against its fp32 twin on the labelled test images."""
+    settings = ExportSettings(format="openvino", data=synthetic_line, int8=True, parity_items=0)
+    report = export_line(lines, "surface-patchcore", tmp_path / "int8", settings)
+    manifest = json.loads((tmp_path / "int8" / "manifest.json").read_text())
+    assert manifest["precision"] == "int8" and manifest["parity"]["passed"]
+    assert manifest["parity"]["tolerance"] is None and manifest["parity"]["allowed_decisions"] >= 0
+    assert report.parity.max_relative_difference > 1e-4  # really quantized: not fp32's numbers
+    xml = (tmp_path / "int8" / "model.xml").read_text()
+    assert "FakeQuantize" in xml or 'element_type="i8"' in xml
+    carried = manifest["int8_threshold"]  # the threshold carried onto the INT8 scores, fitted on the line's images
+    assert carried["items"] == report.parity.items and carried["correlation"] > 0.8
+    spec = json.loads((tmp_path / "int8" / "spec.json").read_text())["threshold"]
+    fp32 = lines.read_card("surface-patchcore").threshold.value
+    assert spec["value"] == pytest.approx(carried["slope"] * fp32 + carried["intercept"])
+    assert "carried to INT8 scores" in spec["method"]
+    accuracy = manifest["accuracy"]
+    assert accuracy == report.accuracy and accuracy["test_images"] == 20
+    assert set(accuracy["image_auroc"]) == set(accuracy["pixel_auroc"]) == {"fp32", "int8"}
+    assert accuracy["image_auroc"]["int8"] > 0.9 and accuracy["pixel_auroc"]["int8"] > 0.8
+    model = lineguard_edge.load(tmp_path / "int8")
+    good = sorted((synthetic_line / "test" / "good").glob("*.png"))[0]
+    assert model.predict(good.read_bytes())["is_anomaly"] is False
+    with pytest.raises(ConfigError, match=r"--int8 bundles are OpenVINO's.*--format openvino"):
+        export_line(lines, "surface-patchcore", tmp_path / "onnx", ExportSettings(int8=True))
+    with pytest.raises(ConfigError, match="--int8 is for image-anomaly lines; 'spindle' is a sensor"):
+        export_line(lines, "spindle", tmp_path / "sensor", ExportSettings(format="openvino", int8=True))
+
+
 def test_the_edge_server_takes_the_services_image_requests(
     lines: ModelStore, synthetic_line: Path, tmp_path: Path
 ) -> None:
@@ -228,3 +258,26 @@ def test_the_edge_server_takes_the_services_image_requests(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_fit_exports_its_version_into_the_store(lines: ModelStore, tmp_path: Path) -> None:
+    """``lineguard fit ... --export onnx,openvino`` leaves both bundles beside the new version, each with its
+    parity; ``lineguard export --to-store`` replaces one; an unknown format is a usage error before any fit."""
+    from lineguard.cli.main import main
+
+    csv = write_csv(tmp_path / "spindle.csv", rows=800, seed=3)
+    store = ["--store", str(lines.root)]
+    fit = [*store, "fit", "sensor", "--line", "spindle-2", "--data", str(csv), "--epochs", "5", "--workers", "0"]
+    assert main([*fit, "--export", "onnx,openvino"]) == 0
+    version = lines.current_version("spindle-2")
+    assert lines.bundle_formats("spindle-2", version) == ["onnx", "openvino"]
+    for fmt in ("onnx", "openvino"):
+        folder = tmp_path / fmt
+        folder.mkdir()
+        for name, data in lines.read_bundle("spindle-2", version, fmt).items():
+            (folder / name).write_bytes(data)
+        model = lineguard_edge.load(folder)
+        assert model.bundle.manifest["parity"]["passed"] and model.bundle.version == version
+    assert main([*store, "export", "spindle-2", "--format", "onnx", "--to-store"]) == 0
+    assert main([*fit, "--export", "tflite"]) == 2
+    assert lines.current_version("spindle-2") == version  # refused before fitting

@@ -86,3 +86,29 @@ def test_file_uri(tmp_path: Path) -> None:
     uri_store = ModelStore(f"file://{tmp_path}/uri-store")
     uri_store.write_version(card(), to_bytes({"w": torch.ones(2)}))
     assert ModelStore(tmp_path / "uri-store").read_card("press-1").version == "v1"
+
+
+def test_exported_bundles_are_kept_beside_their_version(store: ModelStore) -> None:
+    store.write_version(card(), to_bytes({"w": torch.ones(3)}))
+    files = {
+        "manifest.json": b'{"files": {"spec.json": "x", "model.onnx": "y"}}',
+        "spec.json": b"{}",
+        "model.onnx": b"g",
+    }
+    assert store.bundle_formats("press-1", "v1") == []
+    store.write_bundle("press-1", "v1", "onnx", files)
+    assert store.bundle_formats("press-1", "v1") == ["onnx"]
+    assert store.read_bundle("press-1", "v1", "onnx") == files
+    store.write_bundle("press-1", "v1", "onnx", {**files, "model.onnx": b"g2"})  # a new export replaces it
+    assert store.read_bundle("press-1", "v1", "onnx")["model.onnx"] == b"g2"
+    with pytest.raises(NotFoundError, match=r"press-1 v1 has no openvino bundle \(it has onnx\): lineguard export"):
+        store.read_bundle("press-1", "v1", "openvino")
+    derived = store.derive_version("press-1", {"threshold": Threshold(9.0, "manual", 1.0)}, "raise it")
+    assert store.bundle_formats("press-1", derived.version) == []  # its spec would hold the old threshold
+    assert store.versions("press-1") == ["v1", "v2"]  # the bundles' folder is not a version
+    with pytest.raises(ConfigError, match="unknown bundle format 'tflite'"):
+        store.write_bundle("press-1", "v1", "tflite", files)
+    with pytest.raises(ConfigError, match=r"flat files with a manifest\.json"):
+        store.write_bundle("press-1", "v1", "onnx", {**files, "../x": b""})
+    with pytest.raises(NotFoundError):
+        store.write_bundle("press-1", "v9", "onnx", files)
