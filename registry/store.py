@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from lineguard.errors import ConfigError, CorruptModelError, NotFoundError, StoreError
 from lineguard.registry.card import ModelCard, utc_now
 from lineguard.registry.names import check_line_name, check_version_name, is_line_name, is_version_name
+from lineguard_edge import bundle as bundle_format
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ DEFAULT_STORE = "./lineguard-store"  # the default of `lineguard --store` and of
 TENSORS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 BUNDLES_DIR = "bundles"  # <version>/bundles/<format>/: the version exported for the edge (lineguard export)
-BUNDLE_FORMATS = ("onnx", "openvino")
-BUNDLE_MANIFEST = "manifest.json"  # written last: its presence marks a stored bundle complete
+BUNDLE_FORMATS = tuple(bundle_format.RUNTIMES)  # the bundle format's own list (lineguard_edge.bundle)
+BUNDLE_MANIFEST = bundle_format.MANIFEST  # written last: its presence marks a stored bundle complete
 CURRENT_FILE = "CURRENT"
 
 

@@ -159,19 +159,20 @@ def export_line(store: ModelStore, line: str, out: Path, settings: ExportSetting
         staged = Path(scratch) / "bundle"
         model = lineguard_edge.load(bundle_mod.write(staged, files, manifest).folder)
         start = time.perf_counter()
+        reference = plan.reference(plan.items)  # torch fp32 on the items, once: the map and the parity use it
         if settings.int8:  # its threshold onto the INT8 scale, from the line's own images (training/quantize.py)
-            score_map = quantize.ScoreMap.fit(plan.reference(plan.items)[0], plan.edge(model, plan.items)[0])
+            score_map = quantize.ScoreMap.fit(reference[0], plan.edge(model, plan.items)[0])
             files[bundle_mod.SPEC] = _json(score_map.spec(plan.spec))
             manifest["int8_threshold"] = score_map.to_dict()
             shutil.rmtree(staged)
             model = lineguard_edge.load(bundle_mod.write(staged, files, manifest).folder)
-        parity = _parity(plan, model, settings)
+        parity = _parity(plan, model, settings, reference)
         timings["parity"] = time.perf_counter() - start
         if not parity.passed:
             raise ExportError(_disagreement(card, settings, parity))
         if settings.int8:
             start = time.perf_counter()
-            accuracy = _int8_accuracy(card, settings, model, fp32_files, Path(scratch) / "fp32")
+            accuracy = _int8_accuracy(card, settings, model, fp32_files, manifest, Path(scratch) / "fp32")
             timings["accuracy"] = time.perf_counter() - start
         extra = {"parity": parity.to_dict(), **({"accuracy": accuracy} if accuracy else {})}
         bundle_mod.write(out, files, {**manifest, **extra})
@@ -195,15 +196,15 @@ def _int8_accuracy(
     settings: ExportSettings,
     int8: lineguard_edge.EdgeModel,
     fp32_files: dict[str, bytes],
+    manifest: dict[str, Any],
     folder: Path,
 ) -> dict[str, Any] | None:
-    """Image and pixel AUROC of the INT8 bundle and of its fp32 twin on the data's labelled test images (an
-    MVTec-layout folder), or None when there are none."""
+    """Image and pixel AUROC of the INT8 bundle and of its fp32 twin (``fp32_files``, staged in ``folder``)
+    on the data's labelled test images (an MVTec-layout folder), or None when there are none."""
     samples = quantize.labelled_test(_data_root(card, settings))
     if not samples:
         return None
-    fp32 = lineguard_edge.load(bundle_mod.write(folder, fp32_files, {"line": card.line, "version": card.version,
-        "kind": str(card.kind), "runtime": settings.format, "precision": "fp32"}).folder)  # fmt: skip
+    fp32 = lineguard_edge.load(bundle_mod.write(folder, fp32_files, {**manifest, "precision": "fp32"}).folder)
     assert card.backbone is not None
     result = quantize.accuracy({"fp32": fp32.graph, "int8": int8.graph}, samples, card.backbone.image_size)
     return result.to_dict()
@@ -429,9 +430,12 @@ def _difference(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
     return float(relative.max(initial=0.0)), float(absolute.max(initial=0.0))
 
 
-def _parity(plan: _Plan, model: lineguard_edge.EdgeModel, settings: ExportSettings) -> Parity:
+def _parity(
+    plan: _Plan, model: lineguard_edge.EdgeModel, settings: ExportSettings, reference: tuple[np.ndarray, np.ndarray]
+) -> Parity:
+    """The bundle's answers on the plan's items against ``reference``, the plan's reference on the same items."""
     got, got_decisions = plan.edge(model, plan.items)
-    want, want_decisions = plan.reference(plan.items)
+    want, want_decisions = reference
     relative, absolute = _difference(got, want)
     parity = Parity(
         items=len(plan.items),

@@ -30,6 +30,7 @@ from lineguard.models.spec import (
 from lineguard.models.threshold import OBJECTIVES
 from lineguard.registry.sections import BackboneInfo
 from lineguard.training.augment import Augmentation
+from lineguard_edge import bundle as bundle_format
 
 Objective = Literal["f1", "miss_rate", "over_detection_rate"]
 
@@ -364,7 +365,7 @@ class ClassifierFitOptions(BackboneSettings):
         super().validate()
 
 
-EXPORT_FORMATS = ("onnx", "openvino")
+EXPORT_FORMATS = tuple(bundle_format.RUNTIMES)  # onnx, openvino: what a bundle can hold (lineguard_edge.bundle)
 
 
 @dataclass(frozen=True)

@@ -97,13 +97,20 @@ def normal_images(root: Path, size: int, limit: int) -> list[np.ndarray]:
     train = discover(root).train
     if limit and len(train) > limit:
         train = [train[int(i)] for i in np.linspace(0, len(train) - 1, limit).round()]
-    images = []
-    for sample in train:
+    return _readable(train, size)[1]
+
+
+def _readable(samples: Sequence[Sample], size: int) -> tuple[list[Sample], list[np.ndarray]]:
+    """The samples that decode, and their images resized to ``size`` (uint8 ``(S, S, 3)``); the others are
+    skipped, as fitting skips them."""
+    kept, images = [], []
+    for sample in samples:
         try:
             images.append(np.asarray(resize(open_image(sample.path.read_bytes()), size)))
         except DataError:
-            continue  # fitting skipped it too
-    return images
+            continue
+        kept.append(sample)
+    return kept, images
 
 
 @dataclass
@@ -130,16 +137,11 @@ def labelled_test(root: Path) -> list[Sample]:
 def accuracy(graphs: dict[str, Any], samples: Sequence[Sample], size: int) -> Accuracy:
     """Each graph (``{"fp32": graph, "int8": graph}``, anomaly graphs: ``images`` -> scores, maps) on
     ``samples``: image AUROC, and pixel AUROC over good images and defective ones with masks."""
-    kept, images = [], []
-    for sample in samples:
-        try:
-            images.append(np.asarray(resize(open_image(sample.path.read_bytes()), size)))
-            kept.append(sample)
-        except DataError:
-            continue
+    kept, images = _readable(samples, size)
     labels = np.array([s.label for s in kept])
     masked = [i for i, s in enumerate(kept) if s.label == 0 or s.mask is not None]
     masks = [read_mask(kept[i].mask, size) for i in masked]
+    has_masks = any(kept[i].label == 1 for i in masked)
     image_auroc: dict[str, float | None] = {}
     pixel_auroc: dict[str, float | None] = {}
     for name, graph in graphs.items():
@@ -150,7 +152,6 @@ def accuracy(graphs: dict[str, Any], samples: Sequence[Sample], size: int) -> Ac
             maps.append(upsample(torch.from_numpy(np.asarray(batch_maps)), (size, size)).numpy())
         all_maps = np.concatenate(maps)
         image_auroc[name] = _rounded(roc_auc(labels, np.concatenate(scores)))
-        has_masks = any(kept[i].label == 1 for i in masked)
         pixel_auroc[name] = _rounded(pixel_roc_auc(masks, [all_maps[i] for i in masked])) if has_masks else None
     return Accuracy(len(kept), image_auroc, pixel_auroc)
 
