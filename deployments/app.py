@@ -1,5 +1,6 @@
 """The LineGuard application: Ingress -> Preprocessor -> Backbone(s) -> Scorer for images,
-Ingress -> SensorScorer for sensor readings, and Ingress -> Recorder for the prediction history.
+Ingress -> SensorScorer for sensor readings, Ingress -> StreamShard(s) for readings of a stream, and
+Ingress -> Recorder for the prediction history.
 
 ``serve run serve_config.yaml`` imports :func:`build_app` with the config's ``args`` (validated into
 :class:`AppArgs`); replica counts, concurrency limits, autoscaling, resources and ``user_config`` come from
@@ -21,6 +22,7 @@ from lineguard.deployments.preprocessor import Preprocessor
 from lineguard.deployments.recorder import Recorder
 from lineguard.deployments.scorer import Scorer
 from lineguard.deployments.sensor_scorer import SensorScorer
+from lineguard.deployments.streams import StreamShard, shard_name
 
 
 def backbone_deployment_name(index: int) -> str:
@@ -52,8 +54,15 @@ def bind_graph(args: AppArgs, options: dict[str, dict[str, Any]] | None = None) 
         if args.history.enabled
         else None
     )
+    shard_options = options.get("StreamShard", {})
+    shards = [
+        as_deployment(StreamShard)
+        .options(**{**shard_options, "name": shard_name(i), "num_replicas": 1})
+        .bind(args.store, args.streams.model_dump())
+        for i in range(args.streams.shards)
+    ]
     ingress = as_deployment(Ingress).options(**options.get("Ingress", {}))
-    return ingress.bind(preprocessor, backbones, scorer, sensor_scorer, recorder, args.model_dump())
+    return ingress.bind(preprocessor, backbones, scorer, sensor_scorer, shards, recorder, args.model_dump())
 
 
 def build_app(args: AppArgs) -> Application:

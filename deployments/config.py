@@ -125,6 +125,16 @@ def resolve_history_url(url: str) -> str:
     return value
 
 
+class StreamArgs(_Strict):
+    """Sensor streams (:mod:`lineguard.deployments.streams`): each stream's window and alarm live in one of
+    ``shards`` StreamShard deployments, chosen by a hash of line and stream."""
+
+    shards: int = Field(2, ge=1, le=64, description="StreamShard deployments (one replica each)")
+    idle_s: float = Field(900.0, gt=0, description="a stream silent this long is forgotten")
+    max_streams: int = Field(100_000, ge=1, description="streams kept per shard (the least recently seen go first)")
+    max_models: int = Field(64, ge=1, le=4096, description="line versions cached per shard (LRU)")
+
+
 class AppArgs(_Strict):
     store: str = Field(DEFAULT_STORE, description="model store root: local folder or object-store URI")
     backbones: list[BackboneArgs] = Field(default_factory=lambda: [BackboneArgs()], min_length=1)
@@ -141,6 +151,7 @@ class AppArgs(_Strict):
     history: HistoryArgs = Field(default_factory=HistoryArgs)
     security: SecurityArgs = Field(default_factory=SecurityArgs)
     web: WebArgs = Field(default_factory=WebArgs)
+    streams: StreamArgs = Field(default_factory=StreamArgs)
 
     @field_validator("default_line", "default_sensor_line")
     @classmethod

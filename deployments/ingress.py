@@ -31,11 +31,12 @@ class Ingress:
         backbones: list[Any],
         scorer: Any,
         sensor_scorer: Any,
+        stream_shards: list[Any],
         recorder: Any | None,
         args: dict[str, Any],
     ) -> None:
         self.services = Services.build(
-            AppArgs(**args), preprocessor, backbones, scorer, sensor_scorer, recorder, IngressMetrics()
+            AppArgs(**args), preprocessor, backbones, scorer, sensor_scorer, recorder, IngressMetrics(), stream_shards
         )
         tuning = IngressTuning()  # the defaults; a user_config changes them through reconfigure()
         images, sensors = self.services.images, self.services.sensors

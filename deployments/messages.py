@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lineguard.errors import LineGuardError, UnavailableError, outcome
+from lineguard.models.alarm import AlarmEvent
 from lineguard.models.decisions import AnomalyDecision, ClassDecision
 from lineguard.models.sensor_model import SensorScores
 
@@ -80,3 +81,18 @@ class VectorScores:
     threshold: float
     score_ms: float = 0.0  # the forward pass, in the SensorScorer
     hop_ms: float = 0.0  # the round trip to the SensorScorer, seen from the ingress
+
+
+@dataclass
+class StreamScores:
+    """What a shard answers for one request: the scores, the alarm flag per reading, the events, timings."""
+
+    out: SensorScores
+    threshold: float
+    alarm: np.ndarray
+    events: list[AlarmEvent]
+    context: int  # the stream's earlier readings the first one was scored with
+    window: int
+    score_ms: float
+    seen: int = 0  # the stream's readings so far, these included (the alarm events count readings on it)
+    since: int = 0  # readings the stream's alarm has lasted, when active

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ import numpy as np
 
 from lineguard.deployments.config import CONCURRENT_BATCHES, SENSOR_CHUNK_ROWS, SMALL_SENSOR_REQUEST, BackboneArgs
 from lineguard.deployments.lines import LineEntry
-from lineguard.deployments.messages import ItemError, Scored, VectorScores
+from lineguard.deployments.messages import ItemError, Scored, StreamScores, VectorScores
+from lineguard.deployments.streams import shard_of
 from lineguard.errors import (
     ConfigError,
     DataError,
@@ -53,6 +55,8 @@ class Handle(Protocol):
     def remote(self, *args: Any) -> Any: ...
 
     def options(self, *, multiplexed_model_id: str) -> Handle: ...
+
+    def __getattr__(self, method: str) -> Any: ...  # a deployment's other methods: handle.score.remote(...)
 
 
 @dataclass
@@ -239,8 +243,9 @@ class SensorPipeline:
     """Sensor readings of any sensor line to the SensorScorer: ``score()`` for one request, ``run()`` for one
     micro-batch of small requests."""
 
-    def __init__(self, handle: Handle, timeout_s: float) -> None:
+    def __init__(self, handle: Handle, timeout_s: float, shards: list[Handle] | None = None) -> None:
         self.handle = handle
+        self.shards = shards or []
         self.timeout_s = timeout_s
         self._handles: dict[str, Handle] = {}
         self.in_flight = 0  # requests awaiting the SensorScorer (small ones are micro-batched only under load)
@@ -280,6 +285,28 @@ class SensorPipeline:
                 results[i] = VectorScores(outcome.out.rows(rows), outcome.threshold, outcome.score_ms)
                 start = rows.stop
         return results
+
+    def by_stream(self, entry: LineEntry, stream: str | None) -> bool:
+        """Readings of a stream, and any readings of a window head, go to the StreamShards."""
+        window = int(entry.card.head.scorer.get("window", 1)) if entry.card.head is not None else 1
+        return bool(self.shards) and (stream is not None or window > 1)
+
+    async def score_stream(
+        self, entry: LineEntry, stream: str | None, values: np.ndarray, timestamps: list[float] | None
+    ) -> StreamScores:
+        """``values`` of ``stream`` scored in their windows by the shard that owns the stream (readings of a
+        window head without a stream: by any shard, in a window of their own)."""
+        key = stream if stream is not None else f"{time.monotonic_ns()}"
+        handle = self.shards[shard_of(entry.line, key, len(self.shards))]
+        try:
+            answer = await _within(handle.score.remote(entry.model_id, stream, values, timestamps), self.timeout_s)
+        except UnavailableError:
+            raise
+        except Exception as err:
+            raise _unavailable(graph_error(err)) from err
+        if isinstance(answer, ItemError):
+            raise _unavailable(answer)
+        return answer  # type: ignore[no-any-return]
 
     async def score(self, entry: LineEntry, values: np.ndarray) -> VectorScores:
         """A small request goes straight to the SensorScorer when it is alone and joins the micro-batches when

@@ -74,9 +74,11 @@ def sensor_rows(
     ts: float,
     latency_ms: float,
     sensor_id: str | None,
+    alarms: dict[int, str] | None = None,
 ) -> list[PredictionRow]:
+    """One row per reading; ``alarms`` maps a reading's index in the request to the alarm event it caused."""
     line, kind, version = entry.line, entry.kind.value, entry.version
-    return [
+    rows = [
         PredictionRow(
             id=i,
             line=line,
@@ -93,6 +95,9 @@ def sensor_rows(
         )
         for i, s, f, x in zip(ids, out.scores.tolist(), out.is_anomaly.tolist(), out.input_rms.tolist(), strict=True)
     ]
+    for index, event in (alarms or {}).items():
+        rows[index].alarm = event
+    return rows
 
 
 def decisions(rows: list[PredictionRow]) -> tuple[dict[str, int], int]:

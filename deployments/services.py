@@ -16,6 +16,7 @@ from lineguard.deployments.lines import LineDirectory, LineEntry
 from lineguard.deployments.pipeline import Handle, ImagePipeline, SensorPipeline, hop_bytes
 from lineguard.deployments.records import decisions
 from lineguard.deployments.samples import SampleRoots
+from lineguard.deployments.streams import shard_name
 from lineguard.deployments.telemetry import IngressMetrics
 from lineguard.history.rows import PredictionRow
 from lineguard.registry.store import ModelStore
@@ -44,6 +45,7 @@ class Services:
         sensor_scorer: Handle,
         recorder: Any | None,
         metrics: IngressMetrics | None = None,
+        stream_shards: list[Handle] | None = None,
     ) -> Services:
         store = ModelStore(args.store)
         on_drop = metrics.history_dropped.inc if metrics is not None else None
@@ -52,6 +54,8 @@ class Services:
             probes["Recorder"] = recorder
         for i, handle in enumerate(backbones):
             probes["Backbone" if i == 0 else f"Backbone{i + 1}"] = handle
+        for i, handle in enumerate(stream_shards or []):
+            probes[shard_name(i)] = handle
         return cls(
             args=args,
             store=store,
@@ -64,7 +68,7 @@ class Services:
                 args.request_timeout_s,
                 hop_bytes(),
             ),
-            sensors=SensorPipeline(sensor_scorer, args.request_timeout_s),
+            sensors=SensorPipeline(sensor_scorer, args.request_timeout_s, stream_shards or []),
             keys=KeyCache(KeyRing(store), args.security.keys_refresh_s),
             history=None if recorder is None else HistoryClient(recorder, args.history, on_drop),
             metrics=metrics,

@@ -68,7 +68,7 @@ def line_stats(db: HistoryDB, facts: LineFacts, since: float, max_rows: int) -> 
     miss and over-detection rates (plus the class confusion of a classifier line)."""
     query = HistoryQuery(line=facts.line, since=since)
     total = db.count(query)
-    recent = db.arrays(query, ("is_anomaly", "latency_ms", "model_version"), max_rows)
+    recent = db.arrays(query, ("is_anomaly", "latency_ms", "model_version", "alarm"), max_rows)
     labelled = db.arrays(
         HistoryQuery(line=facts.line, since=since, labelled=True), ("is_anomaly", "decision", "label"), max_rows
     )
@@ -84,6 +84,9 @@ def line_stats(db: HistoryDB, facts: LineFacts, since: float, max_rows: int) -> 
         "by_version": {str(v): int(c) for v, c in zip(versions, counts, strict=True)},
         "labelled": len(labelled["label"]),
     }
+    if facts.kind is LineKind.SENSOR_ANOMALY:  # events as well as readings: alarms started and ended
+        alarms = recent["alarm"].astype(str)
+        out["alarms"] = {"started": int((alarms == "start").sum()), "ended": int((alarms == "end").sum())}
     if facts.normal is not None:
         out["confusion"] = Confusion.of(facts.defective(labelled["label"]), labelled["is_anomaly"]).to_dict()
     if facts.kind is LineKind.IMAGE_CLASSIFIER:

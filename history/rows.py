@@ -31,6 +31,7 @@ class PredictionRow:
     severity: str | None = None
     digest: str | None = None  # BLAKE2b-128 of the uploaded bytes
     input_stat: float | None = None  # images: mean intensity; readings: RMS of the standardised values
+    alarm: str | None = None  # sensor streams: "start" / "end" when this reading starts or ends the stream's alarm
 
     def params(self) -> dict[str, Any]:
         """The row as the insert statement takes it."""

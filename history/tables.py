@@ -31,6 +31,7 @@ predictions = Table(
     Column("latency_ms", Float, nullable=False),
     Column("digest", String(32), doc="BLAKE2b-128 of the uploaded bytes"),
     Column("input_stat", Float, doc="images: mean intensity; sensor readings: RMS of the standardised values"),
+    Column("alarm", String(8), doc='sensor streams: "start" or "end" when this reading starts or ends an alarm'),
     Column("label", String(64), doc="the operator's feedback: ok / ng, or a class"),
     Column("labelled_at", Float),
     Column("labelled_by", String(100)),

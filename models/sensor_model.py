@@ -1,4 +1,5 @@
-"""A fitted sensor line, scoring raw readings with NumPy: the AutoEncoder's layers, threshold and names.
+"""A fitted sensor line, scoring raw readings with NumPy: its head (an AutoEncoder of one reading or of a
+window of readings, or a PCA monitor), threshold and names.
 
 Training uses the PyTorch :class:`lineguard.models.autoencoder.SensorAutoEncoder`; scoring does not need torch.
 The network is a handful of small matrices, and NumPy runs it faster for one reading (about 40 us
@@ -16,10 +17,13 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
 from lineguard.errors import CorruptModelError, FeatureMismatchError
+from lineguard.models.pca_monitor import PCAMonitor, WindowErrors
+from lineguard.models.series import fold_lags, lagged, pad_front
 from lineguard.models.threshold import Threshold
 from lineguard_edge.sensor import summarise_errors
 
@@ -58,17 +62,10 @@ class SensorScores:
         return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
 
 
-class SensorModel:
-    """Args:
-    state: the AutoEncoder's tensors as arrays (``scaler.mean``, ``scaler.std``, ``encoder.N.weight``...).
-    threshold: the line's decision threshold, in score units.
-    features: the names of the ``n`` values of a reading, in order.
-    top_k: how many contributing features each answer names.
-    """
+class DenseAutoEncoder:
+    """The AutoEncoder's layers in NumPy: standardised vectors in, standardised reconstruction out."""
 
-    def __init__(self, state: Mapping[str, np.ndarray], threshold: Threshold, features: list[str], top_k: int = 3):
-        self.mean = np.asarray(state["scaler.mean"], dtype=np.float32)
-        self.std = np.asarray(state["scaler.std"], dtype=np.float32)
+    def __init__(self, state: Mapping[str, np.ndarray]) -> None:
         self.layers: list[list[tuple[np.ndarray, np.ndarray]]] = []
         for part in ("encoder", "decoder"):
             indices = sorted(int(m.group(2)) for k in state if (m := _LINEAR.match(k)) and m.group(1) == part)
@@ -83,9 +80,68 @@ class SensorModel:
                     for i in indices
                 ]
             )
-        n = self.layers[0][0][0].shape[0]
-        if len(features) != n or self.mean.shape != (n,) or self.layers[1][-1][0].shape[1] != n:
-            raise CorruptModelError(f"{len(features)} feature names for an AutoEncoder of {n} inputs")
+        self.width = self.layers[0][0][0].shape[0]
+        if self.layers[1][-1][0].shape[1] != self.width:
+            raise CorruptModelError(f"the AutoEncoder's output does not match its {self.width} inputs")
+
+    def __call__(self, z: np.ndarray) -> np.ndarray:
+        h = z
+        for part in self.layers:
+            for j, (weight, bias) in enumerate(part):
+                h = h @ weight + bias
+                if j < len(part) - 1:
+                    h = gelu(h)
+        return h
+
+
+HEADS = ("autoencoder", "window-autoencoder", "pca")
+
+
+class SensorModel:
+    """Args:
+    state: the head's tensors as arrays (``scaler.mean``, ``scaler.std``, then ``encoder.N.weight``... for
+        the AutoEncoders, ``pca.*`` for the PCA monitor).
+    threshold: the line's decision threshold, in score units.
+    features: the names of the ``n`` values of a reading, in order.
+    top_k: how many contributing features each answer names.
+    head: ``autoencoder`` (each reading alone), ``window-autoencoder`` (the last ``window`` readings as one
+        vector) or ``pca`` (T^2 + Q of lagged readings, smoothed; :mod:`lineguard.models.pca_monitor`).
+    params: the head's parameters from the card (``window``; ``lags``, ``smooth``).
+
+    A head scores reading ``t`` from readings ``t - window + 1 .. t`` (``window`` = 1 for the per-reading
+    AutoEncoder); :meth:`predict` takes the readings before a batch as ``context``.
+    """
+
+    def __init__(
+        self,
+        state: Mapping[str, np.ndarray],
+        threshold: Threshold,
+        features: list[str],
+        top_k: int = 3,
+        head: str = "autoencoder",
+        params: Mapping[str, Any] | None = None,
+    ):
+        self.mean = np.asarray(state["scaler.mean"], dtype=np.float32)
+        self.std = np.asarray(state["scaler.std"], dtype=np.float32)
+        n = len(features)
+        if self.mean.shape != (n,) or self.std.shape != (n,):
+            raise CorruptModelError(f"{n} feature names for a scaler of {self.mean.shape} values")
+        params = dict(params or {})
+        self.head = head
+        self.autoencoder: DenseAutoEncoder | None = None
+        self.pca: PCAMonitor | None = None
+        if head == "pca":
+            self.pca = PCAMonitor.from_state(state, n, params)
+            self.window = self.pca.window
+        elif head in ("autoencoder", "window-autoencoder"):
+            self.window = int(params.get("window", 1)) if head == "window-autoencoder" else 1
+            self.autoencoder = DenseAutoEncoder(state)
+            if self.autoencoder.width != n * self.window:
+                raise CorruptModelError(
+                    f"{n} feature names for an AutoEncoder of {self.autoencoder.width} inputs (window {self.window})"
+                )
+        else:
+            raise CorruptModelError(f"sensor head {head!r} is not one of {HEADS}: the card is from another release")
         self.threshold = threshold
         self.features = list(features)
         self.top_k = max(1, min(top_k, n))
@@ -100,32 +156,44 @@ class SensorModel:
     def n_features(self) -> int:
         return len(self.features)
 
-    def reconstruct(self, z: np.ndarray) -> np.ndarray:
-        """Standardised readings in, standardised reconstruction out."""
-        h = z
-        for part in self.layers:
-            for j, (weight, bias) in enumerate(part):
-                h = h @ weight + bias
-                if j < len(part) - 1:
-                    h = gelu(h)
-        return h
-
-    def predict(self, values: np.ndarray) -> SensorScores:
+    def standardise(self, values: np.ndarray) -> np.ndarray:
+        """Readings in the sensors' units -> float64 standard deviations from the fitted mean."""
         if values.ndim != 2 or values.shape[1] != self.n_features:
             raise FeatureMismatchError(f"expected readings of shape (B, {self.n_features}), got {values.shape}")
-        # standardised in float64: a reading far outside the fitted range (3e38, say) overflows float32 to
-        # inf, and inf - inf made a NaN score that was answered "normal". The network runs in float32 on
-        # readings clipped to +-Z_CLIP standard deviations (no normal reading comes near); the error is
-        # measured in float64 against the unclipped readings, so it is finite and grows with the excursion.
-        z = (np.asarray(values, dtype=np.float64) - self.mean) / self.std
-        rebuilt = self.reconstruct(np.clip(z, -Z_CLIP, Z_CLIP).astype(np.float32))
-        summary = summarise_errors((rebuilt - z) ** 2, self.threshold, self.top_k)
+        # float64: a reading far outside the fitted range (3e38, say) overflows float32 to inf, and inf - inf
+        # made a NaN score that was answered "normal"
+        return (np.asarray(values, dtype=np.float64) - self.mean) / self.std
+
+    def window_errors(self, z: np.ndarray) -> WindowErrors:
+        """Standardised series ``(N, n)``, ``N >= window`` -> per-channel errors of its last ``N - window + 1``
+        readings. The networks run in float32 on readings clipped to +-Z_CLIP standard deviations (no normal
+        reading comes near); their error is measured in float64 against the unclipped readings, so it is
+        finite and grows with the excursion."""
+        if self.pca is not None:
+            return self.pca.errors(np.clip(z, -Z_CLIP, Z_CLIP))
+        assert self.autoencoder is not None
+        x = lagged(z, self.window - 1)
+        rebuilt = self.autoencoder(np.clip(x, -Z_CLIP, Z_CLIP).astype(np.float32))
+        errors = fold_lags((rebuilt - x) ** 2, self.n_features)
+        return WindowErrors(errors, rebuilt[:, : self.n_features])
+
+    def predict(self, values: np.ndarray, context: np.ndarray | None = None) -> SensorScores:
+        """Scores of every reading of ``values`` ``(B, n)``. A window head scores each in its window: the
+        ``context`` readings come before the first (a stream's earlier readings); a series with fewer than
+        ``window - 1`` of them starts with its first reading repeated (:func:`pad_front`)."""
+        z = self.standardise(values)
+        series = z if context is None or len(context) == 0 else np.concatenate([self.standardise(context), z])
+        series = series[-(len(z) + self.window - 1) :]
+        if len(series) < len(z) + self.window - 1:
+            series = pad_front(series, len(z) + self.window - len(series))
+        out = self.window_errors(series)
+        summary = summarise_errors(out.errors, self.threshold, self.top_k)
         return SensorScores(
             scores=summary.scores,
             is_anomaly=summary.is_anomaly,
             normalized=summary.normalized,
             top_index=summary.top_index,
             top_share=summary.top_share,
-            expected=rebuilt * self.std + self.mean,
+            expected=out.expected * self.std + self.mean,
             input_rms=np.sqrt(np.mean(z**2, axis=1)),
         )

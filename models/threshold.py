@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from lineguard.errors import ConfigError, DataError
+from lineguard.models.tail import pot_threshold
 from lineguard_edge.decisions import Threshold
 
 __all__ = ["OBJECTIVES", "Threshold", "from_labelled", "from_normal_scores"]
@@ -44,15 +45,33 @@ def _clean(scores: Any, what: str) -> np.ndarray:
     return array
 
 
-def from_normal_scores(scores: Any, over_detection_rate: float = 0.01) -> Threshold:
-    """Threshold from held-out normal scores alone, targeting ``over_detection_rate``."""
+MIN_TAIL_COUNT = 10  # held-out scores expected above a quantile before it is read off the data
+
+
+def from_normal_scores(scores: Any, over_detection_rate: float = 0.01, tail: str = "max") -> Threshold:
+    """Threshold from held-out normal scores alone, targeting ``over_detection_rate``.
+
+    ``tail``: what to do with too few scores for the conformal quantile. ``max`` (image lines: a handful of
+    held-out images): the largest score. ``pot`` (sensor lines: hundreds of readings, still too few when fewer
+    than ``MIN_TAIL_COUNT`` would lie above the threshold): a generalised Pareto fit of the tail above the 90th
+    percentile, peaks over threshold as in SPOT (:mod:`lineguard.models.tail`)."""
+    if tail not in ("max", "pot"):
+        raise ConfigError(f"tail {tail!r} is not one of max, pot")
     if not 0 < over_detection_rate < 1:
         raise ConfigError(f"over_detection_rate must be in (0, 1), got {over_detection_rate}")
     normal = np.sort(_clean(scores, "normal"))
     n = normal.size
     reference = float(np.median(normal))
     rank = math.ceil((n + 1) * (1 - over_detection_rate))
-    if rank <= n:
+    fit = None
+    if tail == "pot" and n * over_detection_rate < MIN_TAIL_COUNT and n >= 20:
+        fit = pot_threshold(normal, over_detection_rate)
+        value = fit.value
+        method = (
+            f"{fit.method} ({n} held-out scores: {n * over_detection_rate:.1f} expected above a "
+            f"{over_detection_rate:.1%} threshold, too few to read it off them)"
+        )
+    elif rank <= n:
         value, method = float(normal[rank - 1]), "normal_conformal_quantile"
     else:
         value, method = float(normal[-1]), "normal_max (too few normals for the target rate)"
@@ -67,7 +86,12 @@ def from_normal_scores(scores: Any, over_detection_rate: float = 0.01) -> Thresh
             "n_normal": int(n),
             "n_defect": 0,
             "normal_max": float(normal[-1]),
-            "expected_over_detection_rate": max(over_detection_rate, 1 / (n + 1)),
+            "expected_over_detection_rate": over_detection_rate if fit else max(over_detection_rate, 1 / (n + 1)),
+            **(
+                {"tail": {"initial": fit.initial, "peaks": fit.n_peaks, "shape": fit.shape, "scale": fit.scale}}
+                if fit
+                else {}
+            ),
         },
     )
 

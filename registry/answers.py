@@ -149,6 +149,21 @@ class TopFeature(BaseModel):
     expected: float | None = Field(None, description="what the model expected, from the other features")
 
 
+class StreamAlarm(BaseModel):
+    """A stream's alarm at a reading (:mod:`lineguard.models.alarm`): whether it is active, and the event this
+    reading caused, if any."""
+
+    active: bool
+    event: str | None = Field(None, description='"start" or "end" when this reading started or ended the alarm')
+    duration: int | None = Field(None, description="readings the alarm has lasted (at an end: its whole length)")
+
+
+class AlarmEventOut(BaseModel):
+    reading: int = Field(description="the reading's index in this request")
+    event: str = Field(description='"start" or "end"')
+    duration: int
+
+
 class SensorPrediction(BaseModel):
     """The answer for one sensor reading."""
 
@@ -163,6 +178,9 @@ class SensorPrediction(BaseModel):
     inference_time_ms: float
     sensor_id: str | None = None
     prediction_id: str | None = Field(None, description=ID_HELP)
+    stream: str | None = Field(None, description="the stream the reading was scored in (its window and alarm)")
+    alarm: StreamAlarm | None = Field(None, description="the stream's alarm state after this reading")
+    window: int | None = Field(None, description="readings a window head scores each reading with")
 
     @classmethod
     def of(
@@ -218,6 +236,10 @@ class SensorBatchPrediction(BaseModel):
     inference_time_ms: float
     sensor_id: str | None = None
     prediction_ids: list[str] | None = Field(None, description="reading i's id in the history")
+    stream: str | None = Field(None, description="the stream the readings were scored in (their windows and alarm)")
+    alarm: list[bool] | None = Field(None, description="per reading, whether the stream was in alarm")
+    alarm_events: list[AlarmEventOut] | None = Field(None, description="alarms this batch started or ended")
+    window: int | None = Field(None, description="readings a window head scores each reading with")
 
     @classmethod
     def of(

@@ -16,6 +16,7 @@ from lineguard.models.threshold import Threshold
 from lineguard.registry.kinds import LineKind
 from lineguard.registry.names import check_line_name
 from lineguard.registry.sections import (
+    AlarmSettings,
     BackboneInfo,
     Calibration,
     ClassifierInfo,
@@ -50,6 +51,7 @@ class ModelCard(BaseModel):
     head: HeadInfo | None = None
     classifier: ClassifierInfo | None = None
     threshold: Threshold
+    alarm: AlarmSettings | None = Field(None, description="sensor lines: when a stream's readings raise an alarm")
     calibration: Calibration = Field(default_factory=Calibration)
     metrics: Evaluation | None = None
     data: DataInfo | None = None

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lineguard.models.metrics import ClassScore, Confusion, ConfusionMatrix, roc_auc
 from lineguard.models.preprocess import PreprocessConfig
@@ -243,6 +243,26 @@ class HeadInfo(Section):
     kind: str
     params: dict[str, Any]
     scorer: dict[str, Any] = Field(default_factory=dict)
+    selection: dict[str, Any] | None = Field(
+        None, description="sensor lines fitted with --head auto: what each head measured, and why this one"
+    )
+
+
+class AlarmSettings(Section):
+    """A sensor line's alarm logic (:mod:`lineguard.models.alarm`): a stream alarms when ``k`` of its last ``n``
+    readings are over the threshold; while alarmed a reading still counts as bad above ``clear_ratio`` times the
+    threshold (hysteresis); an alarm lasts at least ``min_duration`` readings."""
+
+    k: int = Field(3, ge=1, le=10_000)
+    n: int = Field(5, ge=1, le=10_000)
+    clear_ratio: float = Field(1.0, gt=0, le=1)
+    min_duration: int = Field(1, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> AlarmSettings:
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) cannot exceed n ({self.n}): k of the last n readings raise an alarm")
+        return self
 
 
 class DataInfo(Section):

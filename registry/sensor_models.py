@@ -15,4 +15,6 @@ def sensor_model(store: ModelStore, card: ModelCard) -> SensorModel:
     if card.kind is not LineKind.SENSOR_ANOMALY or card.head is None or card.inputs is None:
         raise ConfigError(f"line {card.line!r} is a {card.kind} line, not sensor-anomaly")
     top_k = int(card.head.scorer.get("top_features", 3))
-    return SensorModel(store.read_arrays(card), card.threshold, card.inputs.features, top_k)
+    return SensorModel(
+        store.read_arrays(card), card.threshold, card.inputs.features, top_k, card.head.kind, card.head.params
+    )

@@ -271,6 +271,34 @@ class SensorFitOptions:
     label_column: str | None = option(
         None, help="the 0/1 column marking anomalies (default: label, is_anomaly or anomaly)"
     )
+    head: Literal["autoencoder", "window-autoencoder", "pca", "auto"] = option(
+        "autoencoder",
+        help="autoencoder (each reading alone) | window-autoencoder (the last --window readings) | pca (T^2 + Q "
+        "of lagged readings, smoothed over the window) | auto (each, chosen on held-out normal data)",
+    )
+    window: str = option(
+        "10", help="readings a window head sees: a count, or a time span (90s, 30min, 2h) with a timestamp column"
+    )
+    lags: int = option(2, help="pca: readings of history in each vector (dynamic PCA; 0 = static PCA)")
+    pca_variance: float = option(0.9, help="pca: the share of the normal variance its components keep")
+    tail: Literal["pot", "max"] = option(
+        "pot",
+        help="threshold with too few held-out readings for the target rate: pot (a generalised Pareto tail) "
+        "or max (the largest held-out score)",
+    )
+    time_column: str | None = option(None, help="the timestamp column (default: timestamp, time, datetime, date, ts)")
+    fill: Literal["refuse", "ffill", "interpolate"] = option(
+        "refuse", help="missing values: refuse | ffill | interpolate"
+    )
+    gap_factor: float = option(
+        5.0, help="a gap over this many median intervals starts a new series (no window spans it)"
+    )
+    alarm_k: int = option(3, help="an alarm is raised when k of the last --alarm-n readings are over the threshold")
+    alarm_n: int = option(5, help="the readings the alarm's k-of-n counts over")
+    alarm_clear: float = option(
+        1.0, help="hysteresis: while alarmed, a reading counts as bad above this share of the threshold (<= 1)"
+    )
+    alarm_min_duration: int = option(1, help="an alarm lasts at least this many readings")
     hidden: list[int] | None = option(None, help="hidden widths of the encoder, comma-separated (default: 2n,n)")
     latent: int | None = option(None, help="bottleneck size (default: n/3)")
     holdout_fraction: float = option(0.15, help="share of normal rows held out for early stopping and the threshold")
@@ -299,6 +327,18 @@ class SensorFitOptions:
         check_fraction("over-detection rate", self.over_detection_rate)
         check_at_least("top features", self.top_features, 1)
         check_at_least("latent", self.latent, 1)
+        check_choice("head", self.head, ("autoencoder", "window-autoencoder", "pca", "auto"))
+        check_choice("tail", self.tail, ("pot", "max"))
+        check_choice("fill", self.fill, ("refuse", "ffill", "interpolate"))
+        check_at_least("lags", self.lags, 0)
+        check_fraction("PCA variance share", self.pca_variance)
+        check_fraction("gap factor", self.gap_factor, 1.0, 1e9)
+        if not 0 < self.alarm_clear <= 1:
+            raise ConfigError(f"--alarm-clear is a share of the threshold in (0, 1], got {self.alarm_clear}")
+        check_at_least("alarm n", self.alarm_n, 1)
+        if not 1 <= self.alarm_k <= self.alarm_n:
+            raise ConfigError(f"--alarm-k must be between 1 and --alarm-n ({self.alarm_n}), got {self.alarm_k}")
+        check_at_least("alarm minimum duration", self.alarm_min_duration, 1)
         if self.hidden is not None and (not self.hidden or min(self.hidden) < 1):
             raise ConfigError(f"hidden widths must be positive whole numbers, got {self.hidden}")
         self.train.validate()

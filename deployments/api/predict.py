@@ -29,13 +29,14 @@ from lineguard.deployments.api.schemas import (
 from lineguard.deployments.api.uploads import read_images, read_readings
 from lineguard.deployments.keys import Principal
 from lineguard.deployments.lines import LineEntry
-from lineguard.deployments.messages import ClassResult, ItemError, ScoreResult, VectorScores
+from lineguard.deployments.messages import ClassResult, ItemError, ScoreResult, StreamScores, VectorScores
 from lineguard.deployments.records import image_row, sensor_rows
 from lineguard.deployments.services import Services
 from lineguard.history.ids import new_id, new_ids
 from lineguard.models.preprocess import open_image, resize
 from lineguard.models.visualize import normalise_map, overlay, png_bytes
 from lineguard.registry.answers import (
+    AlarmEventOut,
     AnomalyAnswer,
     ClassPrediction,
     Prediction,
@@ -43,6 +44,7 @@ from lineguard.registry.answers import (
     SensorPrediction,
     SimpleClassPrediction,
     SimplePrediction,
+    StreamAlarm,
     simple,
     status,
     statuses,
@@ -135,19 +137,63 @@ class _SensorCall:
     answer: VectorScores
     ids: list[str]
     elapsed_ms: float
+    stream: StreamScores | None = None
 
 
 async def _readings(services: Services, entry: LineEntry, request: Request, started: float) -> _SensorCall:
-    """Score a sensor request and queue its history rows."""
+    """Score a sensor request (a stream's readings in their windows, by the stream's shard) and queue its
+    history rows, alarm events with them."""
     readings = await read_readings(request, entry, services.args.max_batch_vectors)
     sent = time.perf_counter()
-    answer = await services.sensors.score(entry, readings.values)
+    streamed: StreamScores | None = None
+    events: dict[int, str] = {}
+    if services.sensors.by_stream(entry, readings.stream):
+        window = int(entry.card.head.scorer.get("window", 1)) if entry.card.head else 1
+        if readings.stream is None and len(readings.values) < window:
+            raise APIError(
+                422,
+                f"line {entry.line!r} scores each reading in a window of {window} readings: this request has "
+                f'{len(readings.values)} and needs {window} (or send a "stream", whose earlier readings are kept)',
+            )
+        streamed = await services.sensors.score_stream(entry, readings.stream, readings.values, readings.timestamps)
+        answer = VectorScores(streamed.out, streamed.threshold, streamed.score_ms)
+        first = _first_reading(streamed)
+        events = {e.reading - first: e.kind for e in streamed.events}
+    else:
+        answer = await services.sensors.score(entry, readings.values)
     answer.hop_ms = (time.perf_counter() - sent) * 1000
     elapsed = round((time.perf_counter() - started) * 1000, 3)
     ids = new_ids(len(answer.out.scores))
-    rows = sensor_rows(entry, answer.out, answer.threshold, ids, time.time(), elapsed, readings.sensor_id)
+    rows = sensor_rows(entry, answer.out, answer.threshold, ids, time.time(), elapsed, readings.sensor_id, events)
     services.record(entry, rows)
-    return _SensorCall(readings, answer, ids, elapsed)
+    return _SensorCall(readings, answer, ids, elapsed, streamed)
+
+
+def _first_reading(streamed: StreamScores) -> int:
+    """The stream's count of the request's first reading (events count readings over the stream's life)."""
+    return streamed.seen - len(streamed.alarm)
+
+
+def _with_stream(body: SensorPrediction | SensorBatchPrediction, call: _SensorCall) -> None:
+    streamed = call.stream
+    if streamed is None:
+        return
+    body.stream = call.readings.stream
+    body.window = streamed.window
+    first = _first_reading(streamed)
+    if isinstance(body, SensorPrediction):
+        event = next((e for e in streamed.events), None)
+        body.alarm = StreamAlarm.model_construct(
+            active=bool(streamed.alarm[0]),
+            event=event.kind if event else None,
+            duration=event.duration if event else (streamed.since if streamed.alarm[0] else None),
+        )
+    else:
+        body.alarm = streamed.alarm.tolist()
+        body.alarm_events = [
+            AlarmEventOut.model_construct(reading=e.reading - first, event=e.kind, duration=e.duration)
+            for e in streamed.events
+        ]
 
 
 async def _sensor_answer(services: Services, entry: LineEntry, request: Request, started: float) -> Response:
@@ -165,6 +211,7 @@ async def _sensor_answer(services: Services, entry: LineEntry, request: Request,
         body = SensorBatchPrediction.of(
             entry.line, entry.version, answer.out, answer.threshold, features, elapsed, readings.sensor_id, ids
         )
+    _with_stream(body, call)
     timing = f"score;dur={answer.score_ms:.2f}, hop;dur={answer.hop_ms:.2f}, total;dur={elapsed:.2f}"
     return Response(
         body.model_dump_json(exclude_none=True), media_type="application/json", headers={"Server-Timing": timing}

@@ -6,7 +6,11 @@ Accepted bodies (``n`` = the line's number of features, in the order of its card
 - ``{"values": [v1, ..., vn]}``: one reading;
 - ``{"values": [[...], [...]]}``: a batch of readings;
 - ``{"features": {"temp": 21.5, ...}}`` or ``{"features": [{...}, {...}]}``: readings by name;
-- an optional ``"sensor_id"`` (machine or station, echoed back).
+- an optional ``"sensor_id"`` (machine or station, echoed back);
+- an optional ``"stream"``: the readings' stream (default: the ``sensor_id``), whose earlier readings a window
+  head scores them with and whose alarm they count towards;
+- an optional ``"timestamp"``: epoch seconds, one number for one reading or a list, one per reading, in
+  time order (a stream refuses readings older than its last).
 
 Numbers only: strings, booleans, null, NaN and infinity are refused (orjson, which the service installs,
 refuses NaN, Infinity and numbers too large for a double at parse time; without it the standard library's
@@ -40,7 +44,7 @@ except ImportError:  # the edge runtime's bare install
 
     _JSON_ERROR = ValueError
 
-ALLOWED_KEYS = ("values", "features", "sensor_id")
+ALLOWED_KEYS = ("values", "features", "sensor_id", "stream", "timestamp")
 _NUMBER = (int, float)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -50,6 +54,8 @@ class Readings:
     values: np.ndarray  # (k, n) float64, as sent (the model computes in float32)
     single: bool
     sensor_id: str | None
+    stream: str | None = None  # the stream the readings belong to: "stream", else the sensor_id
+    timestamps: list[float] | None = None  # epoch seconds, one per reading
 
 
 def parse_readings(body: bytes, line: str, features: list[str], max_rows: int) -> Readings:
@@ -76,19 +82,44 @@ def readings_from(data: Any, line: str, features: list[str], max_rows: int) -> R
         raise DataError("sensor_id must be a string of at most 200 characters")
     if sensor_id is not None:
         printable(sensor_id, "sensor_id", 200)
+    stream = data.get("stream", sensor_id)
+    if stream is not None and not isinstance(stream, str):
+        raise DataError("stream must be a string of at most 200 characters (the machine or sensor the readings are of)")
+    if stream is not None:
+        printable(stream, "stream", 200)
     if ("values" in data) == ("features" in data):
         raise DataError('send exactly one of "values" (numbers in feature order) or "features" (by name)')
-    if "values" in data:
-        rows, single = _rows_from_values(data["values"], line, len(features), max_rows)
-    else:
-        rows, single = _rows_from_features(data["features"], line, features, max_rows)
+    try:
+        if "values" in data:
+            rows, single = _rows_from_values(data["values"], line, len(features), max_rows)
+        else:
+            rows, single = _rows_from_features(data["features"], line, features, max_rows)
+    except DataError as err:
+        if stream is None:
+            raise
+        raise DataError(f"stream {stream!r}: {err}") from None
+    timestamps = _timestamps(data.get("timestamp"), len(rows), single)
     try:
         values = np.array(rows, dtype=np.float64)
     except OverflowError as err:  # an integer with hundreds of digits
         raise DataError("a value is too large for a number: values must be finite") from err
     if (np.abs(values) > FLOAT32_MAX).any():  # the model computes in float32
         raise DataError("a value is too large: values must be finite numbers below 3.4e38")
-    return Readings(values, single, sensor_id)
+    return Readings(values, single, sensor_id, stream, timestamps)
+
+
+def _timestamps(value: Any, count: int, single: bool) -> list[float] | None:
+    if value is None:
+        return None
+    stamps = [value] if single and not isinstance(value, list) else value
+    if not isinstance(stamps, list) or len(stamps) != count:
+        raise DataError(
+            f'"timestamp" must be {"a number" if single else f"a list of {count} numbers"}: one per reading'
+        )
+    for i, stamp in enumerate(stamps):
+        if type(stamp) not in _NUMBER or not np.isfinite(stamp):
+            raise DataError(f"timestamp {i} is {stamp!r}: timestamps are epoch seconds (finite numbers)")
+    return [float(t) for t in stamps]
 
 
 def _rows_from_values(values: Any, line: str, n: int, max_rows: int) -> tuple[list[list[Any]], bool]:

@@ -193,7 +193,7 @@ def service(serve_url: str, synthetic_line: Path, tmp_path_factory: pytest.TempP
     deployments = config_file.deployment_options(
         app,
         Scorer={"user_config": {"max_models": 2}},  # an LRU of two for three lines
-        Ingress={"num_replicas": 1},
+        Ingress={"num_replicas": 2},  # two: a sensor stream's window must not depend on the replica
         Backbone={"num_replicas": 1},
     )
     serve.run(bind_graph(args, deployments), name="lineguard", route_prefix="/")

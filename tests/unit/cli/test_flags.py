@@ -88,7 +88,8 @@ def test_each_kind_is_a_sub_command_with_its_own_flags(capsys: pytest.CaptureFix
     assert all(kind in out for kind in ("image", "sensor", "classifier"))
     assert main(["fit", "sensor", "--help"]) == 0
     sensor = capsys.readouterr().out
-    assert "--hidden A,B,..." in sensor and "--threshold-from-test" not in sensor and "--head" not in sensor
+    assert "--hidden A,B,..." in sensor and "--threshold-from-test" not in sensor and "--head-param" not in sensor
+    assert "--head {autoencoder,window-autoencoder,pca,auto}" in sensor and "--alarm-k" in sensor
     assert main(["fit", "classifier", "--help"]) == 0
     classifier = capsys.readouterr().out
     assert "--hidden N" in classifier and "(default: 256)" in classifier and "--feature-workers" in classifier

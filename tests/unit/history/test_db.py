@@ -23,7 +23,7 @@ from lineguard.models.drift import DriftRules
 from lineguard.registry.kinds import LineKind
 from tests.support import rows_for
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 def facts(line: str = "a", reference: tuple[float, ...] = ()) -> LineFacts:

@@ -67,7 +67,7 @@ def test_split_keeps_rows_apart() -> None:
     parts = [split.train, split.holdout, split.calibrate, split.test]
     assert sum(len(p) for p in parts) == 1000 and len(np.unique(np.concatenate(parts))) == 1000
     assert labels[split.train].sum() == labels[split.holdout].sum() == 0
-    assert labels[split.calibrate].sum() == labels[split.test].sum() == 50
+    assert labels[split.calibrate].sum() == labels[split.test].sum() == 50  # one episode: its halves
     with pytest.raises(ValueError, match="too few"):
         split_rows(np.zeros(3, dtype=int), 3, 0.15, labelled=False, seed=0)
 
@@ -81,7 +81,8 @@ def test_fit_detects_injected_faults_at_the_calibrated_threshold(sensor_csv: Pat
     assert card.threshold.method == "labelled_f1" and card.training is not None and card.training.epochs_run >= 10
     metrics = report.evaluation
     assert metrics is not None and metrics == card.metrics
-    assert (metrics.image_auroc or 0) > 0.98 and (metrics.over_detection_rate or 0) < 0.05
+    # measured on blocks held out in time (not shuffled rows, whose neighbours were trained on): 0.057 here
+    assert (metrics.image_auroc or 0) > 0.98 and (metrics.over_detection_rate or 0) < 0.1
     assert (metrics.per_defect_type["drift"].miss_rate or 0) < 0.1
     assert (metrics.per_defect_type["spike"].miss_rate or 0) < 0.1
     assert (metrics.per_defect_type["stuck"].miss_rate or 0) < 0.25  # a stuck sensor looks right at first
@@ -92,7 +93,8 @@ def test_fit_detects_injected_faults_at_the_calibrated_threshold(sensor_csv: Pat
 
     normal_only = SensorFitOptions(threshold_source="normal", train=TrainOptions(workers=0, epochs=80))
     second = fit_sensor_line("press-1", sensor_csv, normal_only, store).card
-    assert second.version == "v2" and second.threshold.method == "normal_conformal_quantile"
+    # 610 held-out readings put 6 above a 1% threshold: too few to read it off them, so the tail is fitted
+    assert second.version == "v2" and second.threshold.method.startswith("pot_")
     assert second.calibration.normal is not None and second.data is not None
     assert second.calibration.normal.n == second.data.n_calibration and second.calibration.input is not None
 
