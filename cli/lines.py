@@ -1,5 +1,5 @@
 """The store's lines and versions: ``lineguard lines``, ``versions``, ``promote``, ``threshold`` and
-``severity`` (the last two store a new version, in service at once)."""
+``severity`` and ``alarm`` (the last three store a new version, in service at once)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import argparse
 
 from lineguard.cli.common import store_of
 from lineguard.cli.flags import float_pairs
-from lineguard.registry.revisions import set_severity, set_threshold
+from lineguard.errors import ConfigError
+from lineguard.registry.revisions import set_alarm, set_severity, set_threshold
 
 
 def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,6 +32,14 @@ def add(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     severity.add_argument("--note", default=None)
     severity.set_defaults(func=run_severity)
+    alarm = commands.add_parser("alarm", help="change a sensor line's alarm rule (stored as a new version)")
+    alarm.add_argument("line")
+    alarm.add_argument("--k", type=int, help="an alarm starts when k of the last n readings are over the threshold")
+    alarm.add_argument("--n", type=int, help="the readings k of n counts over")
+    alarm.add_argument("--clear", type=float, dest="clear_ratio", help="hysteresis: bad above this x threshold")
+    alarm.add_argument("--min-duration", type=int, help="an alarm lasts at least this many readings")
+    alarm.add_argument("--note", default=None)
+    alarm.set_defaults(func=run_alarm)
 
 
 def run_lines(args: argparse.Namespace) -> int:
@@ -75,6 +84,17 @@ def run_promote(args: argparse.Namespace) -> int:
 def run_threshold(args: argparse.Namespace) -> int:
     card = set_threshold(store_of(args), args.line, args.value, note=args.note)
     print(f"line {args.line}: threshold {args.value} stored as {card.version} (in service)")
+    return 0
+
+
+def run_alarm(args: argparse.Namespace) -> int:
+    names = ("k", "n", "clear_ratio", "min_duration")
+    changes = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if not changes:
+        raise ConfigError("give at least one of --k, --n, --clear, --min-duration")
+    card = set_alarm(store_of(args), args.line, changes, note=args.note)
+    assert card.alarm is not None
+    print(f"line {args.line}: alarm {card.alarm.model_dump()} stored as {card.version} (in service)")
     return 0
 
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from pydantic import ValidationError
+
 from lineguard.errors import ConfigError
 from lineguard.models.decisions import SeverityRules
 from lineguard.registry.card import ModelCard
 from lineguard.registry.kinds import LineKind
+from lineguard.registry.sections import AlarmSettings
 from lineguard.registry.store import ModelStore
 
 
@@ -68,3 +71,26 @@ def set_severity(store: ModelStore, line: str, rules: dict[str, float], note: st
     info = card.classifier.model_copy(update={"severity": new})
     text = ", ".join(f"{k} >= {v:g}" for k, v in new.items())
     return store.derive_version(line, {"classifier": info}, note or f"severity {text}")
+
+
+def set_alarm(
+    store: ModelStore, line: str, changes: dict[str, Any], note: str | None = None, actor: str | None = None
+) -> ModelCard:
+    """Store the current version of the sensor line ``line`` again with its alarm rule changed (``changes``:
+    any of ``k``, ``n``, ``clear_ratio``, ``min_duration``; the others stay), in service at once. Streams keep
+    their alarm state: a stream in alarm stays in alarm until the new rule ends it."""
+    card = store.read_card(line)
+    if card.kind is not LineKind.SENSOR_ANOMALY:
+        raise ConfigError(f"line {line!r} is a {card.kind} line: alarm rules belong to sensor-anomaly lines")
+    unknown = sorted(set(changes) - set(AlarmSettings.model_fields))
+    if unknown:
+        raise ConfigError(f"unknown alarm setting(s) {unknown}: a rule has {sorted(AlarmSettings.model_fields)}")
+    old = card.alarm or AlarmSettings(k=1, n=1)
+    try:
+        new = AlarmSettings(**{**old.model_dump(), **changes})
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'rule'}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"alarm rule refused: {problems}") from None
+    text = f"alarm {new.k} of {new.n}, clear at {new.clear_ratio:g} x threshold, at least {new.min_duration}"
+    by = f" (by {actor})" if actor else ""
+    return store.derive_version(line, {"alarm": new}, note or text + by)

@@ -391,6 +391,11 @@ def _classifier_plan(store: ModelStore, card: ModelCard, settings: ExportSetting
 
 def _sensor_plan(store: ModelStore, card: ModelCard, settings: ExportSettings) -> _Plan:
     assert card.head is not None and card.inputs is not None
+    if card.head.kind != "autoencoder":
+        raise ConfigError(
+            f"line {card.line!r} has the {card.head.kind} head, which scores a window of readings: the edge runtime "
+            "scores each reading alone, so export a line fitted with --head autoencoder (the service streams windows)"
+        )
     autoencoder = SensorAutoEncoder(**card.head.params)
     autoencoder.load_state_dict(read_tensors(store, card))
     reference = sensor_model(store, card)

@@ -61,7 +61,7 @@ from lineguard.training.options import SensorFitOptions
 from lineguard.training.provenance import Timer, software_versions
 from lineguard.training.report import FitReport
 from lineguard.training.sensor_data import SensorTable, read_table
-from lineguard.training.sensor_faults import injected_detection
+from lineguard.training.sensor_faults import held_out_check
 from lineguard.training.train_loop import thin_history
 from lineguard.training.train_sensor import train_autoencoder
 
@@ -159,8 +159,8 @@ def window_readings(spec: str, timestamps: np.ndarray | None) -> int:
         seconds = float(match.group(1)) * {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}[match.group(2)]
         interval = float(np.median(np.diff(timestamps)))
         window = max(1, round(seconds / interval))
-    if not 2 <= window <= 512:
-        raise ConfigError(f"--window {spec!r} gives {window} readings: a window head needs 2 to 512")
+    if not 1 <= window <= 512:
+        raise ConfigError(f"--window {spec!r} gives {window} readings: a window head takes 1 to 512")
     return window
 
 
@@ -320,27 +320,36 @@ def fit_sensor_line(line: str, data: Path | str, options: SensorFitOptions, stor
 
 
 def choose_head(
-    choices: list[tuple[_Fitted, np.ndarray]], table: SensorTable, split: _Split, labelled: bool,
+    choices: list[tuple[_Fitted, np.ndarray]],
+    table: SensorTable,
+    split: _Split,
+    labelled: bool,
     options: SensorFitOptions,
-) -> tuple[tuple[_Fitted, np.ndarray], dict[str, Any]]:  # fmt: skip
-    """``--head auto``: with labelled rows, the head with the best AUROC on the calibration half; with normal
-    rows only, the one that catches most faults injected into the held-out normal run (steps, drifts, stuck and
-    noisy channels; :func:`lineguard.training.sensor_faults.injected_detection`) at its own threshold."""
+) -> tuple[tuple[_Fitted, np.ndarray], dict[str, Any]]:
+    """``--head auto``: with labelled rows, the head with the best AUROC on the labelled calibration rows; with
+    normal rows only, the best :func:`lineguard.training.sensor_faults.held_out_check`: a threshold from the
+    held-out run's earlier half, and on its later half the detection of injected faults (steps, drifts,
+    stuck and noisy channels) net of the false alarms (a head that catches more only by alarming more on
+    readings it was not calibrated on gains nothing)."""
     measured: dict[str, dict[str, float]] = {}
     for fitted, scores in choices:
-        entry: dict[str, float] = {"seconds": round(fitted.seconds, 2)}
+        entry: dict[str, float] = {"fit_seconds": round(fitted.seconds, 2)}
         if labelled:
             auroc = roc_auc(_labels(table, split.calibrate), scores[split.calibrate])
-            entry["calibration_auroc"] = float(auroc) if auroc is not None else 0.0
-        entry["injected_detection"] = injected_detection(fitted.model, table, split.holdout, options.seed)
+            entry["calibration_auroc"] = round(float(auroc), 4) if auroc is not None else 0.0
+        else:
+            check = held_out_check(
+                fitted.model, scores, table, split.holdout, options.over_detection_rate, options.tail, options.seed
+            )
+            entry.update(false_alarms=check.false_alarms, injected_detection=check.detection, merit=check.merit)
         measured[fitted.head] = entry
-    key = "calibration_auroc" if labelled else "injected_detection"
+    key = "calibration_auroc" if labelled else "merit"
     best = max(range(len(choices)), key=lambda i: measured[choices[i][0].head][key])
     head = choices[best][0].head
     what = (
         "AUROC on the labelled calibration rows"
         if labelled
-        else "detection of faults injected into held-out normal data"
+        else "detection of faults injected into the later half of the held-out run, net of its false alarms"
     )
     reason = f"{head}: the best {what} ({measured[head][key]:.3f}) of {', '.join(measured)}"
     log.info("--head auto chose %s", reason)

@@ -1,4 +1,6 @@
-"""Faults injected into held-out normal readings: how ``--head auto`` compares heads without labelled faults.
+"""Faults injected into held-out normal readings: how ``--head auto`` compares heads without labelled faults
+(:func:`held_out_check`: false alarms and injected faults on the later half of the held-out run, at a
+threshold from its earlier half).
 
 A line fitted on normal data alone has no faults to measure a head on. The held-out normal run (the last
 part in time, never fitted on) gets the faults a sensor line meets, one channel at a time, from the middle
@@ -11,9 +13,13 @@ averaged over faults and channels, is its detection rate. The same faults and ch
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+
 import numpy as np
 
 from lineguard.models.sensor_model import SensorModel
+from lineguard.models.threshold import from_normal_scores
 from lineguard.training.sensor_data import SensorTable
 
 KINDS = ("step", "drift", "stuck", "noise")
@@ -32,6 +38,35 @@ def inject(values: np.ndarray, channel: int, kind: str, start: int, std: float, 
     else:
         out[start:, channel] += rng.normal(0.0, 3.0 * std, length)
     return out
+
+
+@dataclass(frozen=True)
+class HeldOutCheck:
+    """A head judged on the later half of the held-out run, at a threshold from the earlier half: its false
+    alarms on normal readings it has not been calibrated on, and its detection of injected faults."""
+
+    false_alarms: float
+    detection: float
+
+    @property
+    def merit(self) -> float:
+        """Detection net of false alarms (Youden's J): a head that catches more only by alarming more gains
+        nothing."""
+        return round(self.detection - self.false_alarms, 4)
+
+
+def held_out_check(
+    model: SensorModel, scores: np.ndarray, table: SensorTable, holdout: np.ndarray, rate: float, tail: str, seed: int
+) -> HeldOutCheck:
+    """``scores``: every row's score in its window. The held-out run's earlier half sets a threshold (as a fit
+    would), the later half measures false alarms and injected faults against it."""
+    rows = np.sort(holdout)
+    earlier, later = rows[: len(rows) // 2], rows[len(rows) // 2 :]
+    threshold = from_normal_scores(scores[earlier], rate, tail=tail)
+    judged = copy.copy(model)
+    judged.threshold = threshold
+    false_alarms = float((scores[later] > threshold.value).mean())
+    return HeldOutCheck(round(false_alarms, 4), injected_detection(judged, table, later, seed))
 
 
 def injected_detection(

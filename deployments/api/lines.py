@@ -13,7 +13,10 @@ from typing import Literal
 from fastapi import APIRouter, Query, Response
 
 from lineguard.deployments.api.deps import CallerDep, LineDep, ServicesDep
+from lineguard.deployments.api.errors import APIError
 from lineguard.deployments.api.schemas import (
+    AlarmChanged,
+    AlarmUpdate,
     LineDetail,
     LineSummary,
     SeverityChanged,
@@ -24,7 +27,7 @@ from lineguard.deployments.api.schemas import (
 from lineguard.deployments.api.security import allowed
 from lineguard.deployments.keys import Principal
 from lineguard.deployments.lines import LineEntry
-from lineguard.registry.revisions import set_severity, set_threshold
+from lineguard.registry.revisions import set_alarm, set_severity, set_threshold
 
 router = APIRouter()
 
@@ -150,4 +153,26 @@ async def change_severity(entry: LineDep, update: SeverityUpdate, services: Serv
         previous_version=entry.version,
         severity=card.classifier.severity,
         previous_severity=previous,
+    )
+
+
+@router.put(
+    "/v1/lines/{line}/alarm",
+    response_model=AlarmChanged,
+    summary="Change a sensor line's alarm rule: k of n, hysteresis, minimum duration (stored as a new version)",
+)
+async def change_alarm(entry: LineDep, update: AlarmUpdate, services: ServicesDep, who: CallerDep) -> AlarmChanged:
+    changes = update.model_dump(exclude_none=True, exclude={"note"})
+    if not changes:
+        raise APIError(422, "send at least one of k, n, clear_ratio, min_duration")
+    card = await asyncio.to_thread(set_alarm, services.store, entry.line, changes, update.note, _actor(who))
+    services.lines.invalidate(entry.line)
+    assert card.alarm is not None
+    previous = entry.card.alarm.model_dump() if entry.card.alarm is not None else None
+    return AlarmChanged(
+        line=entry.line,
+        version=card.version,
+        previous_version=entry.version,
+        alarm=card.alarm.model_dump(),
+        previous_alarm=previous,
     )

@@ -109,6 +109,25 @@ class SeverityChanged(BaseModel):
     previous_severity: dict[str, float]
 
 
+class AlarmUpdate(BaseModel):
+    """Any of the alarm rule's settings; the others stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+    k: int | None = Field(None, description="an alarm starts when k of the last n readings are over the threshold")
+    n: int | None = None
+    clear_ratio: float | None = Field(None, description="while alarmed, a reading is bad above this x threshold")
+    min_duration: int | None = Field(None, description="an alarm lasts at least this many readings")
+    note: str | None = Field(None, max_length=500)
+
+
+class AlarmChanged(BaseModel):
+    line: str
+    version: str
+    previous_version: str
+    alarm: dict[str, Any]
+    previous_alarm: dict[str, Any] | None
+
+
 class Health(BaseModel):
     status: str
     store: bool

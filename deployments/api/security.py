@@ -7,7 +7,7 @@ Pure ASGI middleware around the ingress's FastAPI app, outermost first::
 - **API keys** (:mod:`lineguard.deployments.keys` makes them): when any active key exists, every route
   except ``/healthz`` and the web page (``/``, ``/ui/*``: no data) needs one, sent as ``Authorization:
   Bearer <key>`` or ``X-API-Key: <key>``. ``predict`` keys score and read; ``admin`` keys also change
-  thresholds and severity rules and give feedback. A key limited to lines is refused (403) on any other
+  thresholds, severity and alarm rules and give feedback. A key limited to lines is refused (403) on any other
   line: routes with ``/v1/lines/{line}`` in the path are checked here, and the routes that find their line
   later (``/predict``, a prediction by id) call :func:`check_line` with the request's principal, which
   this middleware leaves in the request's state (:func:`principal_of`). Keys are re-read from the store
@@ -38,7 +38,7 @@ from lineguard.errors import UnavailableError
 
 OPEN_PATHS = frozenset({"/healthz", "/"})
 OPEN_PREFIX = "/ui/"  # the web page's assets (they hold no data)
-_ADMIN = re.compile(r"^/v1/(?:lines/[^/]+/(?:threshold|severity)|predictions/[^/]+/feedback)$")
+_ADMIN = re.compile(r"^/v1/(?:lines/[^/]+/(?:threshold|severity|alarm)|predictions/[^/]+/feedback)$")
 _LINE = re.compile(r"^/v1/lines/([^/]+)")
 MAX_KEY_CHARS = 200
 

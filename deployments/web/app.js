@@ -336,6 +336,8 @@ async function refreshStats(ctx) {
       statCard(`over-detection (${c.false_positive + c.true_negative || 0} good)`, pct(c.over_detection_rate), "stat-over"),
       statCard("labelled", s.labelled, "stat-labelled"),
       statCard("latency p50", s.latency_ms && s.latency_ms.p50 !== null ? `${s.latency_ms.p50.toFixed(0)} ms` : "—", "stat-latency"),
+      // sensor lines count alarm events (a stream's k-of-n alarm starting and ending) as well as readings
+      ...(s.alarms ? [statCard(`alarms (${s.alarms.ended} ended)`, s.alarms.started, "stat-alarms")] : []),
     );
   } catch (err) {
     box.replaceChildren(h("p", { class: "msg error" }, describe(err)));

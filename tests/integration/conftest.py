@@ -193,7 +193,8 @@ def service(serve_url: str, synthetic_line: Path, tmp_path_factory: pytest.TempP
     deployments = config_file.deployment_options(
         app,
         Scorer={"user_config": {"max_models": 2}},  # an LRU of two for three lines
-        Ingress={"num_replicas": 2},  # two: a sensor stream's window must not depend on the replica
+        # two ingress replicas (a sensor stream's window must not depend on the replica), in one's CPU share
+        Ingress={"num_replicas": 2, "ray_actor_options": {"num_cpus": 0.125}},
         Backbone={"num_replicas": 1},
     )
     serve.run(bind_graph(args, deployments), name="lineguard", route_prefix="/")

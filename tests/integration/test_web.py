@@ -273,6 +273,8 @@ def test_classifier_and_sensor_lines(web: Page, service: Service) -> None:
     page.wait_for_selector("#result:not([hidden])")
     assert page.inner_text("#decision") == "NG"
     assert page.locator("#result-detail tr").count() > 1  # the features behind the score
+    page.wait_for_selector("#stat-alarms")  # a sensor line counts its streams' alarm events
+    assert "ended" in page.inner_text("#stat-alarms")
     assert web.errors == []
 
 

@@ -17,9 +17,24 @@ from lineguard.deployments.preprocessor import Preprocessor
 from lineguard.deployments.recorder import Recorder
 from lineguard.deployments.scorer import Scorer
 from lineguard.deployments.sensor_scorer import SensorScorer
+from lineguard.deployments.streams import StreamShard
 
 DEPLOYMENTS = {"Ingress": Ingress, "Preprocessor": Preprocessor, "Backbone": Backbone, "Scorer": Scorer}
-DEPLOYMENTS |= {"Recorder": Recorder, "SensorScorer": SensorScorer}
+DEPLOYMENTS |= {"Recorder": Recorder, "SensorScorer": SensorScorer, "StreamShard": StreamShard}
+
+
+def test_the_default_application_fits_two_cpus() -> None:
+    """`make demo` and `lineguard serve` on a 2-core machine: every deployment's first replicas must be
+    placeable, or one stays pending and the application never starts (it happened when the stream shards
+    came)."""
+    app = config_file.application(config_file.read())
+    args = AppArgs(**app["args"])
+    copies = {"StreamShard": args.streams.shards, "Backbone": len(args.backbones)}
+    total = 0.0
+    for entry in app["deployments"]:
+        replicas = entry.get("num_replicas") or entry.get("autoscaling_config", {}).get("min_replicas", 1)
+        total += copies.get(entry["name"], 1) * replicas * entry["ray_actor_options"]["num_cpus"]
+    assert total <= 2.0, f"the default application asks for {total:.3f} CPUs: lower a num_cpus in serve_config.yaml"
 
 
 @pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
