@@ -62,6 +62,10 @@ class SensorScorer:
             error = ItemError(503, f"the model {model_id} cannot be loaded: {type(err).__name__}: {err}", 1)
             return [error for _ in requests]
         started = time.perf_counter()
+        if model.window > 1:  # a window head: each request is a series of its own (streams go to the shards)
+            outs = [model.predict(r) for r in requests]
+            spent = (time.perf_counter() - started) * 1000
+            return [VectorScores(out, model.threshold.value, spent) for out in outs]
         out = model.predict(np.concatenate(requests) if len(requests) > 1 else requests[0])
         spent = (time.perf_counter() - started) * 1000
         results: list[VectorScores | ItemError] = []
