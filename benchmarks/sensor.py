@@ -151,6 +151,7 @@ def serve_run(
         runs = [
             ("plain, 1 client", f"{base}/{LINE}/predict", plain, 1),
             (f"plain, {args.streams} clients", f"{base}/{LINE}/predict", plain, args.streams),
+            ("streams, 1 (pca, window 10)", f"{base}/{PCA_LINE}/predict", stream_bodies(values, 1), 1),
             (f"streams, {args.streams} (autoencoder)", f"{base}/{LINE}/predict", stream_bodies(values, args.streams),
              args.streams),
             (f"streams, {args.streams} (pca, window 10)", f"{base}/{PCA_LINE}/predict",

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from lineguard.deployments import config_file
 from lineguard.errors import ConfigError, UnavailableError
 
 APP_NAME = "lineguard"
@@ -85,6 +86,7 @@ def _overridden(
     apps = [a for a in data.get("applications", []) if a.get("name") == APP_NAME]
     if not apps:
         raise ConfigError(f"{config} has no application named {APP_NAME!r}")
+    config_file.with_stream_shards(apps[0])  # an entry per StreamShard: Serve applies options by name
     args = apps[0].setdefault("args", {})
     if store is not None:
         args["store"] = str(Path(store).resolve()) if "://" not in store else store

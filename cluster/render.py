@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from lineguard.deployments import config_file
 from lineguard.deployments.config_file import APP_NAME, read
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +73,7 @@ def serve_config_for_cluster(serve_config: dict[str, Any], options: ClusterOptio
     # the history is in PostgreSQL on a cluster; its URL (with a password) comes from a Secret
     args["history"] = {**(args.get("history") or {}), "url": f"env:{HISTORY_URL_ENV}"}
     app["args"] = args
+    config_file.with_stream_shards(app)  # an entry per StreamShard: Serve applies options by name
     for deployment in app["deployments"]:
         if deployment["name"].startswith("Backbone") and options.backbone_gpus > 0:
             deployment.setdefault("ray_actor_options", {})["num_gpus"] = options.backbone_gpus

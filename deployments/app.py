@@ -54,10 +54,9 @@ def bind_graph(args: AppArgs, options: dict[str, dict[str, Any]] | None = None) 
         if args.history.enabled
         else None
     )
-    shard_options = options.get("StreamShard", {})
     shards = [
         as_deployment(StreamShard)
-        .options(**{**shard_options, "name": shard_name(i), "num_replicas": 1})
+        .options(**{**options.get(shard_name(i), {}), "name": shard_name(i), "num_replicas": 1})
         .bind(args.store, args.streams.model_dump())
         for i in range(args.streams.shards)
     ]

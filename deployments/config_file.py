@@ -6,13 +6,14 @@ benchmarks and ``lineguard demo`` deploy exactly the same settings through ``ser
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from lineguard.deployments.config import AppArgs
+from lineguard.deployments.config import AppArgs, StreamArgs
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "serve_config.yaml"
 APP_NAME = "lineguard"
@@ -55,10 +56,27 @@ def app_args(app: dict[str, Any], **overrides: Any) -> AppArgs:
     return AppArgs(**{**(app.get("args") or {}), **{k: v for k, v in overrides.items() if v is not None}})
 
 
+def with_stream_shards(app: dict[str, Any]) -> dict[str, Any]:
+    """``app`` with a deployment entry for each of its ``streams.shards`` StreamShards: the file lists one,
+    ``StreamShard``, and each further shard (``StreamShard2``, ...) gets a copy of it unless the file gives
+    its own. Serve applies a config file's options by deployment name, so a shard without an entry would
+    run with Serve's defaults (a whole CPU: on a 2-core machine it never starts)."""
+    shards = int(((app.get("args") or {}).get("streams") or {}).get("shards", StreamArgs().shards))
+    deployments = app.setdefault("deployments", [])
+    names = {entry["name"] for entry in deployments}
+    first = next((entry for entry in deployments if entry["name"] == "StreamShard"), None)
+    if first is None:
+        return app
+    for index in range(2, shards + 1):
+        if f"StreamShard{index}" not in names:
+            deployments.append({**copy.deepcopy(first), "name": f"StreamShard{index}"})
+    return app
+
+
 def deployment_options(app: dict[str, Any], **changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{deployment name: .options() kwargs}``; ``changes`` update single deployments' entries."""
     options: dict[str, dict[str, Any]] = {}
-    for entry in app.get("deployments", []):
+    for entry in with_stream_shards(copy.deepcopy(app)).get("deployments", []):
         name = entry["name"]
         options[name] = {k: entry[k] for k in _OPTION_FIELDS if k in entry}
     for name, change in changes.items():

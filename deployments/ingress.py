@@ -42,6 +42,7 @@ class Ingress:
         images, sensors = self.services.images, self.services.sensors
         images.batched = micro_batched(images.run, tuning.batch_max_size, tuning.batch_wait_timeout_s)
         sensors.batched = micro_batched(sensors.run, SENSOR_BATCH, tuning.batch_wait_timeout_s)
+        sensors.streamed = micro_batched(sensors.run_streams, SENSOR_BATCH, tuning.batch_wait_timeout_s)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_api(self.services)
@@ -51,6 +52,7 @@ class Ingress:
         self.services.max_in_flight = tuning.max_in_flight
         tune_batching(self.services.images.batched, tuning.batch_max_size, tuning.batch_wait_timeout_s)
         tune_batching(self.services.sensors.batched, SENSOR_BATCH, tuning.batch_wait_timeout_s)
+        tune_batching(self.services.sensors.streamed, SENSOR_BATCH, tuning.batch_wait_timeout_s)
 
     async def __del__(self) -> None:
         """Graceful shutdown: what is queued for the history is written first."""

@@ -75,7 +75,19 @@ class StreamShard:
         self.models.move_to_end(model_id)
         return cached
 
+    async def score_many(
+        self, items: list[tuple[str, str | None, np.ndarray, list[float] | None]]
+    ) -> list[StreamScores | ItemError]:
+        """A micro-batch of an ingress's requests for this shard, in order: ``(model_id, stream, values,
+        timestamps)`` each."""
+        return [self._score(*item) for item in items]
+
     async def score(
+        self, model_id: str, stream: str | None, values: np.ndarray, timestamps: list[float] | None
+    ) -> StreamScores | ItemError:
+        return self._score(model_id, stream, values, timestamps)
+
+    def _score(
         self, model_id: str, stream: str | None, values: np.ndarray, timestamps: list[float] | None
     ) -> StreamScores | ItemError:
         try:
@@ -83,8 +95,8 @@ class StreamShard:
         except Exception as err:  # a missing, corrupt or mismatched version: the request gets a clear 503
             return ItemError(503, f"the model {model_id} cannot be loaded: {type(err).__name__}: {err}", 1)
         line, _ = parse_model_id(model_id)
-        # no await from here to the answer: the replica's event loop runs one request's update of the book at
-        # a time, so a stream's readings meet its state one request after another
+        # synchronous: the replica's event loop runs one request's update of the book at a time, so a stream's
+        # readings meet its state one request after another
         started = time.perf_counter()
         try:
             answer = self.book.score(line, stream, model, rule, values, timestamps)

@@ -22,22 +22,12 @@ the anomaly. NumPy, float64; the fitted state is a few arrays (safetensors).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from lineguard.errors import ConfigError, CorruptModelError, DataError
-from lineguard.models.series import fold_lags, lagged, moving_mean
-
-
-@dataclass
-class WindowErrors:
-    """Per reading that has a full window: ``errors`` ``(M, n)`` per channel, whose mean over channels is
-    the score; ``expected`` ``(M, n)`` standardised, what the model expected of the newest reading."""
-
-    errors: np.ndarray
-    expected: np.ndarray
+from lineguard.models.series import WindowErrors, fold_lags, lagged, moving_mean
 
 
 class PCAMonitor:
@@ -45,7 +35,8 @@ class PCAMonitor:
     basis: ``(d, a)`` the retained components of the lagged, restandardised readings (``d = n (lags+1)``).
     variances: ``(a,)`` their normal variances (eigenvalues).
     center, scale: ``(d,)`` the lagged vectors' mean and spread on the fitting data.
-    t2_mean, q_mean: the statistics' means on the fitting data (the score's units).
+    means: ``(E[T^2], E[Q])``, the statistics' means on the fitting data (the score's units).
+    n_features: channels per reading.
     lags: readings of history in each vector (0 = static PCA).
     smooth: readings the score is averaged over.
     """

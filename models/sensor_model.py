@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from lineguard.errors import CorruptModelError, FeatureMismatchError
-from lineguard.models.pca_monitor import PCAMonitor, WindowErrors
-from lineguard.models.series import fold_lags, lagged, pad_front
+from lineguard.models.pca_monitor import PCAMonitor
+from lineguard.models.series import WindowErrors, fold_lags, lagged, pad_front
 from lineguard.models.threshold import Threshold
 from lineguard_edge.sensor import summarise_errors
 

@@ -9,9 +9,20 @@ and in a stream alike.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from lineguard.errors import DataError
+
+
+@dataclass
+class WindowErrors:
+    """Per reading that has a full window: ``errors`` ``(M, n)`` per channel, whose mean over channels is
+    the score; ``expected`` ``(M, n)`` standardised, what the model expected of the newest reading."""
+
+    errors: np.ndarray
+    expected: np.ndarray
 
 
 def lagged(z: np.ndarray, lags: int) -> np.ndarray:

@@ -82,8 +82,9 @@ def split_rows(labels: np.ndarray | None, n_rows: int, holdout_fraction: float, 
 
     - Normal rows only: the held-out rows are the last ``holdout_fraction`` of the run, the part a new reading
       resembles most.
-    - With anomalous rows (spread over the run): the run is cut into 24 blocks in time; every sixth block,
-      from the third, is held out, and every sixth, from the sixth, is tested; the rest is trained on. The
+    - With anomalous rows (spread over the run): the run is cut into blocks of about 50 readings (at least
+      24); every sixth block, from the third, is held out, and every sixth, from the sixth, is tested; the
+      rest is trained on. The
       labelled rows (test blocks' normals, and the anomalies) alternate by block between choosing the
       threshold and being evaluated. Each part covers the whole run, so a slow change of the operating
       point (a season, a product) is in all of them.
@@ -104,7 +105,7 @@ def split_rows(labels: np.ndarray | None, n_rows: int, holdout_fraction: float, 
     if not len(anomalous):
         train, holdout = normal[: len(normal) - n_hold], normal[len(normal) - n_hold :]
         return _Split(train, holdout, empty, empty)
-    blocks = np.array_split(np.arange(n_rows), 24)
+    blocks = np.array_split(np.arange(n_rows), 12 * max(2, n_rows // 600))  # blocks of about 50 readings
     block_of = np.empty(n_rows, dtype=np.int64)
     for i, block in enumerate(blocks):
         block_of[block] = i
@@ -274,7 +275,7 @@ def fit_sensor_line(line: str, data: Path | str, options: SensorFitOptions, stor
     metrics = _evaluation(scores, table, split.test, threshold.value) if len(split.test) else None
     timer.mark("calibrate_evaluate")
 
-    z_holdout = z[split.holdout]
+    z_fitted = z[np.concatenate([split.train, split.holdout])]  # the input statistic needs no held-out rows
     card = ModelCard(
         line=line,
         kind=LineKind.SENSOR_ANOMALY,
@@ -294,7 +295,7 @@ def fit_sensor_line(line: str, data: Path | str, options: SensorFitOptions, stor
             min_duration=options.alarm_min_duration,
         ),
         calibration=Calibration(
-            normal=ScoreSummary.of(holdout_scores), input=ScoreSummary.of(np.sqrt(np.mean(z_holdout**2, axis=1)))
+            normal=ScoreSummary.of(holdout_scores), input=ScoreSummary.of(np.sqrt(np.mean(z_fitted**2, axis=1)))
         ),
         metrics=metrics,
         data=DataInfo(

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from ray import serve
 
 from tests.integration.conftest import LINES, Service
 from tests.support import debian_tool, free_port, wait_for
@@ -89,9 +91,19 @@ def test_prometheus_scrapes_the_service_and_every_query_runs(prometheus: str, se
                 files = {"file": (path.name, path.read_bytes(), "image/png")}
                 assert client.post(f"/v1/lines/{LINE}/predict", files=files).status_code == 200
 
-    post(defects[:1] + goods[:2])  # the line's counters exist, and Prometheus sees them before the burst
+    post(goods[:2])
     anomalies = f'ray_lineguard_anomalies_total{{line="{LINE}"}}'
-    wait_for(lambda: bool(query(prometheus, anomalies)), timeout_s=90, what=f"Prometheus has {anomalies}")
+    # every ingress replica counts on its own: each must have its series before the burst, or the share it
+    # takes of the burst starts a counter that increase() cannot see rise
+    replicas = serve.status().applications["lineguard"].deployments["Ingress"].replica_states
+    running = sum(n for state, n in replicas.items() if getattr(state, "value", state) == "RUNNING")
+
+    def every_replica_counts() -> bool:
+        post(defects[:1])
+        time.sleep(0.5)  # Prometheus scrapes every second
+        return len(query(prometheus, anomalies)) >= running
+
+    wait_for(every_replica_counts, timeout_s=90, what=f"Prometheus has {anomalies} of {running} ingress replicas")
     post((defects * 8)[:15])  # a burst of defective parts on one line
     burst = f"sum(increase({anomalies}[5m]))"
     wait_for(

@@ -48,6 +48,8 @@ def test_health_docs_and_lines(service: Service) -> None:
             "Preprocessor": "ok",
             "Scorer": "ok",
             "SensorScorer": "ok",
+            "StreamShard": "ok",
+            "StreamShard2": "ok",
             "Recorder": "ok",
             "Backbone": "ok",
         }
@@ -152,7 +154,10 @@ def test_threshold_change_is_live_and_stored(service: Service) -> None:
         changed = client.put("/v1/lines/press-c/threshold", json={"threshold": 0.0, "note": "trial"})
         assert changed.status_code == 200, changed.text
         assert changed.json()["previous_version"] == before["model_version"]
-        after = post(client, "press-c", path).json()
+        after = before  # every ingress replica answers with the new version within line_cache_ttl_s (1 s)
+        deadline = time.monotonic() + 5
+        while after["model_version"] != changed.json()["version"] and time.monotonic() < deadline:
+            after = post(client, "press-c", path).json()
         assert after["model_version"] == changed.json()["version"] != before["model_version"]
         assert after["threshold"] == 0.0 and after["is_anomaly"] is True
         assert after["anomaly_score"] == pytest.approx(before["anomaly_score"], rel=1e-4)

@@ -388,7 +388,11 @@ def test_api_key_entry(web: Page, service: Service, api_keys: Keys) -> None:
     apply_next_threshold(page)
     done = page.locator("#threshold-done")
     done.wait_for(state="visible")
-    after = httpx.get(f"{service.url}/v1/lines/{line}", headers={"X-API-Key": api_keys.admin}, timeout=30).json()
+    after = before  # each ingress replica sees the new version within line_cache_ttl_s (1 s)
+    deadline = time.monotonic() + 5
+    while after["version"] == before["version"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        after = httpx.get(f"{service.url}/v1/lines/{line}", headers={"X-API-Key": api_keys.admin}, timeout=30).json()
     assert after["version"] != before["version"] and after["threshold"] != before["threshold"]
     assert f"version {after['version']} now serves" in done.inner_text()
     restore = httpx.put(

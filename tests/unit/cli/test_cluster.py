@@ -34,7 +34,8 @@ def test_serve_config_v2_is_serve_config_with_the_cluster_changes_only(manifest:
     app = config_file.application(served)
     root = config_file.application(config_file.read())
     assert app["import_path"] == root["import_path"] == "lineguard.deployments.app:build_app"
-    assert [d["name"] for d in app["deployments"]] == [d["name"] for d in root["deployments"]]
+    expanded = config_file.with_stream_shards(root)  # StreamShard2...: the first shard's entry, once per shard
+    assert [d["name"] for d in app["deployments"]] == [d["name"] for d in expanded["deployments"]]
     AppArgs(**app["args"])  # the builder's arguments validate
     backbone = next(d for d in app["deployments"] if d["name"] == "Backbone")
     assert backbone["ray_actor_options"]["num_gpus"] >= 1 and backbone["user_config"]["max_batch_size"] == 64

@@ -70,3 +70,16 @@ def test_a_backbone_precision_is_one_the_extractor_takes() -> None:
     assert BackboneArgs().precision == "auto" and BackboneArgs(precision="fp32").precision == "fp32"
     with pytest.raises(ValidationError, match="precision"):
         BackboneArgs(precision="fp64")
+
+
+def test_every_stream_shard_gets_the_config_files_options() -> None:
+    """Serve applies a config file's options by deployment name: StreamShard2 without an entry ran with a
+    whole CPU, and `lineguard serve` never became healthy on 2 cores."""
+    app = config_file.application(config_file.read())
+    app["args"]["streams"] = {"shards": 3}
+    expanded = config_file.with_stream_shards(app)
+    entries = {e["name"]: e for e in expanded["deployments"]}
+    assert {"StreamShard", "StreamShard2", "StreamShard3"} <= set(entries)
+    assert entries["StreamShard3"]["ray_actor_options"] == entries["StreamShard"]["ray_actor_options"]
+    options = config_file.deployment_options(app)
+    assert options["StreamShard2"]["ray_actor_options"]["num_cpus"] < 0.1

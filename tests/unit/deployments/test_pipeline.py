@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from lineguard.deployments.app import as_deployment
 from lineguard.deployments.config import SENSOR_CHUNK_ROWS, BackboneArgs
 from lineguard.deployments.lines import LineEntry
 from lineguard.deployments.messages import ItemError, ScoreResult
@@ -18,11 +20,13 @@ from lineguard.deployments.pipeline import (
     ImageItem,
     ImagePipeline,
     SensorPipeline,
+    StreamItem,
     by_bytes,
     graph_error,
     hop_bytes,
     hop_limit_bytes,
 )
+from lineguard.deployments.streams import StreamShard
 from lineguard.errors import DataError, FeatureMismatchError, ImageTooLargeError, UnavailableError
 from lineguard.registry.store import ModelStore
 from tests.support import (
@@ -203,3 +207,28 @@ def test_a_micro_batch_refused_by_ray_is_a_503_of_ours(lines: tuple[ModelStore, 
     with pytest.raises(UnavailableError, match="at capacity") as caught:
         asyncio.run(pipeline.score(entries[IMAGE_LINE], [png(10)], False))
     assert caught.value.retry_after_s == 1
+
+
+def test_stream_requests_of_one_micro_batch_are_one_call_per_shard(
+    lines: tuple[ModelStore, dict[str, LineEntry]],
+) -> None:
+    store, entries = lines
+    calls: list[tuple[str, object]] = []
+    shard_class: Any = as_deployment(StreamShard).func_or_class  # the deployment's class, without Serve
+    shards: list[Any] = [FakeHandle(shard_class(str(store.root), {}), calls=calls) for _ in range(2)]
+    pipeline = SensorPipeline(FakeHandle(FakeSensorScorer(store)), timeout_s=5, shards=shards)
+    entry = entries[SENSOR_LINE]
+    rng = np.random.default_rng(1)
+    items = [StreamItem(entry.line, entry.model_id, f"m{i}", rng.normal(size=(1, 12)), None) for i in range(12)]
+    answers = asyncio.run(pipeline.run_streams(items))
+    assert len(calls) == 2 and {c[0] for c in calls} == {"score_many"}  # one call per shard
+    model = FakeSensorScorer(store)
+    for item, answer in zip(items, answers, strict=True):
+        assert not isinstance(answer, ItemError) and answer.seen == 1 and answer.alarm.shape == (1,)
+        want = model(item.values, model_id=entry.model_id).out.scores
+        np.testing.assert_allclose(answer.out.scores, want)
+    refused = asyncio.run(pipeline.run_streams([StreamItem(entry.line, entry.model_id, "m0", items[0].values, None)]))
+    assert not isinstance(refused[0], ItemError) and refused[0].seen == 2  # m0 remembered its first reading
+    wrong = StreamItem(entry.line, entry.model_id, "m0", rng.normal(size=(1, 5)), None)
+    error = asyncio.run(pipeline.run_streams([wrong]))[0]
+    assert isinstance(error, ItemError) and error.status == 422 and "stream 'm0'" in error.detail

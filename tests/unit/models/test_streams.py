@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lineguard.errors import DataError, FeatureMismatchError
+from lineguard.errors import DataError
 from lineguard.models.alarm import AlarmRule, run
 from lineguard.models.pca_monitor import PCAMonitor
 from lineguard.models.sensor_model import SensorModel
@@ -74,7 +74,7 @@ def test_a_stream_is_bounded_forgotten_when_idle_and_checked() -> None:
     book.score("line", "t", model, AlarmRule(), series(2, 0), timestamps=[5.0, 6.0])
     with pytest.raises(OutOfOrderError, match=r"stream 't': reading 1 has timestamp 6.0, not later"):
         book.score("line", "t", model, AlarmRule(), series(1, 0), timestamps=[6.0])
-    with pytest.raises(FeatureMismatchError, match="stream 't' of line 'line' sent 6 values per reading before and 5"):
+    with pytest.raises(DataError, match="stream 't' of line 'line' sent 6 values per reading before and 5"):
         book.score("line", "t", model, AlarmRule(), series(1, 0)[:, :5])
 
 
