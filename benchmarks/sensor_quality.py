@@ -1,7 +1,7 @@
 """Sensor heads on the Tennessee Eastman process, side by side in one run: fault detection rate per fault,
 detection delay, false-alarm rate, fit and scoring time, against published PCA / dynamic PCA figures.
 
-    python -m benchmarks.sensor_quality [--data ../shared/datasets/tep] [--rate 0.01] [--window 10]
+    python -m benchmarks.sensor_quality --data DATASETS/tep [--rate 0.01] [--window 10]
 
 Each head is fitted with ``lineguard fit sensor``'s own code on ``train_normal.csv`` (500 normal readings,
 3 minutes apart; the threshold from the last 30% of them, held out in time) and scores every
@@ -86,7 +86,7 @@ def evaluate(line: str, store: ModelStore, data: Path, alarm: bool) -> dict[int,
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/tep"))
+    parser.add_argument("--data", type=Path, required=True, help="the folder of the TEP CSVs (README: Data)")
     parser.add_argument("--rate", type=float, default=0.01, help="the threshold's target over-detection rate")
     parser.add_argument("--window", default="10", help="readings a window head sees (10 = 30 minutes)")
     parser.add_argument("--holdout", type=float, default=0.3, help="share of train_normal held out, last in time")
