@@ -49,6 +49,11 @@ class LineEntry:
         return model_id(self.card.line, self.card.version)
 
     @property
+    def window(self) -> int:
+        """Readings a sensor line's head scores each reading with (1: each alone; image lines: 1)."""
+        return int(self.card.head.scorer.get("window", 1)) if self.card.head is not None else 1
+
+    @property
     def backbone_key(self) -> str | None:
         return None if self.card.backbone is None else self.card.backbone.spec().key()
 

@@ -91,7 +91,6 @@ class StreamScores:
     threshold: float
     alarm: np.ndarray
     events: list[AlarmEvent]
-    context: int  # the stream's earlier readings the first one was scored with
     window: int
     score_ms: float
     seen: int = 0  # the stream's readings so far, these included (the alarm events count readings on it)

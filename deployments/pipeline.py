@@ -56,7 +56,7 @@ class Handle(Protocol):
 
     def options(self, *, multiplexed_model_id: str) -> Handle: ...
 
-    def __getattr__(self, method: str) -> Any: ...  # a deployment's other methods: handle.score.remote(...)
+    def __getattr__(self, method: str) -> Any: ...  # a deployment's other methods: handle.score_many.remote(...)
 
 
 @dataclass
@@ -300,15 +300,7 @@ class SensorPipeline:
             pieces = [values[i : i + SENSOR_CHUNK_ROWS] for i in range(0, len(values), SENSOR_CHUNK_ROWS)]
             chunks = len(pieces)
             calls = handle.remote(pieces[0]) if chunks == 1 else asyncio.gather(*(handle.remote(c) for c in pieces))
-        self.in_flight += 1
-        try:
-            answer = await _within(calls, self.timeout_s)
-        except UnavailableError:
-            raise
-        except Exception as err:
-            raise _unavailable(graph_error(err)) from err
-        finally:
-            self.in_flight -= 1
+        answer = await self._hop(calls)
         parts = [answer] if chunks == 1 else list(answer)
         for part in parts:
             if isinstance(part, ItemError):
@@ -320,8 +312,7 @@ class SensorPipeline:
 
     def by_stream(self, entry: LineEntry, stream: str | None) -> bool:
         """Readings of a stream, and any readings of a window head, go to the StreamShards."""
-        window = int(entry.card.head.scorer.get("window", 1)) if entry.card.head is not None else 1
-        return bool(self.shards) and (stream is not None or window > 1)
+        return bool(self.shards) and (stream is not None or entry.window > 1)
 
     async def _stream_alone(self, item: StreamItem) -> StreamScores | ItemError:
         return (await self.run_streams([item]))[0]
@@ -351,19 +342,23 @@ class SensorPipeline:
         window head without a stream: by any shard, in a window of their own). Alone, a request goes
         straight to its shard; with others in flight it joins a micro-batch (one call per shard)."""
         item = StreamItem(entry.line, entry.model_id, stream, values, timestamps)
-        call = self.streamed(item) if self.in_flight > 0 else self._stream_alone(item)
+        answer = await self._hop(self.streamed(item) if self.in_flight > 0 else self._stream_alone(item))
+        if isinstance(answer, ItemError):
+            raise _unavailable(answer)
+        return answer  # type: ignore[no-any-return]
+
+    async def _hop(self, calls: Awaitable[Any]) -> Any:
+        """Await a trip to a scoring deployment within the timeout, counted in ``in_flight`` (which tells the
+        next small request to join a micro-batch); a failed trip is the error the API answers."""
         self.in_flight += 1
         try:
-            answer = await _within(call, self.timeout_s)
+            return await _within(calls, self.timeout_s)
         except UnavailableError:
             raise
         except Exception as err:
             raise _unavailable(graph_error(err)) from err
         finally:
             self.in_flight -= 1
-        if isinstance(answer, ItemError):
-            raise _unavailable(answer)
-        return answer
 
 
 @dataclass

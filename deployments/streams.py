@@ -82,11 +82,6 @@ class StreamShard:
         timestamps)`` each."""
         return [self._score(*item) for item in items]
 
-    async def score(
-        self, model_id: str, stream: str | None, values: np.ndarray, timestamps: list[float] | None
-    ) -> StreamScores | ItemError:
-        return self._score(model_id, stream, values, timestamps)
-
     def _score(
         self, model_id: str, stream: str | None, values: np.ndarray, timestamps: list[float] | None
     ) -> StreamScores | ItemError:
@@ -104,7 +99,7 @@ class StreamShard:
             return ItemError.of(err)
         spent = (time.perf_counter() - started) * 1000
         return StreamScores(
-            answer.out, model.threshold.value, answer.alarm, answer.events, answer.context, model.window, spent,
+            answer.out, model.threshold.value, answer.alarm, answer.events, model.window, spent,
             answer.state.seen, answer.state.since,
         )  # fmt: skip
 

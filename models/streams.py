@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from lineguard.errors import DataError
-from lineguard.models.alarm import AlarmEvent, AlarmRule, AlarmState, run, step
+from lineguard.models.alarm import AlarmEvent, AlarmRule, AlarmState, run
 from lineguard.models.sensor_model import SensorModel, SensorScores
 
 
@@ -45,13 +45,12 @@ class StreamState:
 @dataclass
 class StreamAnswer:
     """``out``: the readings' scores; ``alarm`` ``(B,)``: whether the stream is in alarm at each reading;
-    ``events``: the alarm starting or ending (``reading`` counted over the stream's life); ``context``: the
-    earlier readings the first one was scored with."""
+    ``events``: the alarm starting or ending (``reading`` counted over the stream's life); ``state``: the
+    stream's alarm after these readings."""
 
     out: SensorScores
     alarm: np.ndarray
     events: list[AlarmEvent]
-    context: int
     state: AlarmState
 
 
@@ -103,8 +102,8 @@ class StreamBook:
         None: the readings are a series of their own, and no state is kept)."""
         if stream is None:  # a batch of its own: scored in its windows, its alarm counted over it alone
             out = model.predict(values)
-            flags, events, alarm = _alarm(rule, out.scores, model.threshold.value, None)
-            return StreamAnswer(out, flags, events, 0, alarm)
+            flags, events, alarm = run(rule, out.scores, model.threshold.value)
+            return StreamAnswer(out, flags, events, alarm)
         now = time.monotonic() if now is None else now
         self.forget_idle(now)
         key = (line, stream)
@@ -121,7 +120,7 @@ class StreamBook:
             _check_order(stream, timestamps, None if state is None else state.last_timestamp)
         context = None if state is None or len(state.context) == 0 else state.context
         out = model.predict(values, context=context)
-        flags, events, alarm = _alarm(rule, out.scores, model.threshold.value, None if state is None else state.alarm)
+        flags, events, alarm = run(rule, out.scores, model.threshold.value, None if state is None else state.alarm)
         keep = model.window - 1
         series = values if context is None else np.concatenate([context, values])
         state = StreamState(
@@ -135,25 +134,7 @@ class StreamBook:
         while len(self.streams) > self.max_streams:
             self.streams.popitem(last=False)
             self.forgotten += 1
-        return StreamAnswer(out, flags, events, 0 if context is None else len(context), alarm)
-
-
-def _alarm(
-    rule: AlarmRule, scores: np.ndarray, threshold: float, state: AlarmState | None
-) -> tuple[np.ndarray, list[AlarmEvent], AlarmState]:
-    """:func:`lineguard.models.alarm.run` (vectorised, for batches), or :func:`step` per reading for the few
-    readings of a streamed request (a fortieth of the cost for one reading); both give the same answer."""
-    if len(scores) > 8:
-        return run(rule, scores, threshold, state)
-    current = AlarmState() if state is None else replace(state)
-    flags = np.zeros(len(scores), dtype=bool)
-    events = []
-    for i, score in enumerate(scores.tolist()):
-        event = step(rule, current, score, threshold)
-        if event is not None:
-            events.append(event)
-        flags[i] = current.active
-    return flags, events, current
+        return StreamAnswer(out, flags, events, alarm)
 
 
 def _check_order(stream: str, timestamps: list[float], last: float | None) -> None:

@@ -175,6 +175,18 @@ def _runs(rows: np.ndarray, segments: np.ndarray | None) -> list[np.ndarray]:
     return np.split(rows, np.flatnonzero(cut) + 1)
 
 
+def _lagged_runs(z: np.ndarray, rows: np.ndarray, segments: np.ndarray | None, lags: int) -> np.ndarray:
+    """The lagged vectors of ``rows`` (:func:`lineguard.models.series.lagged`), each window within one run of
+    consecutive rows of one segment, so that none spans a held-out block or a gap."""
+    if lags == 0:
+        out: np.ndarray = z[rows]
+        return out
+    parts = [lagged(z[r], lags) for r in _runs(rows, segments) if len(r) > lags]
+    if not parts:
+        raise DataError(f"no run of {lags + 1} consecutive readings in the rows to fit a window head on")
+    return np.concatenate(parts)
+
+
 def _fit_head(
     head: str, z: np.ndarray, train: np.ndarray, holdout: np.ndarray, segments: np.ndarray | None,
     table: SensorTable, options: SensorFitOptions, window: int, scaler: tuple[np.ndarray, np.ndarray],
@@ -185,8 +197,7 @@ def _fit_head(
     base = {"scaler.mean": mean.astype(np.float32), "scaler.std": std.astype(np.float32)}
     if head == "pca":
         lags = min(options.lags, window - 1)
-        runs = [z[r] for r in _runs(train, segments) if len(r) > lags]
-        lagged_train = np.concatenate([lagged(run, lags) for run in runs])
+        lagged_train = _lagged_runs(z, train, segments, lags)
         monitor = PCAMonitor.fit_lagged(lagged_train, z.shape[1], lags, window - lags, options.pca_variance)
         state = {**base, **monitor.state()}
         params = monitor.params()
@@ -194,16 +205,7 @@ def _fit_head(
         return _Fitted(head, model, state, params, None, time.perf_counter() - started)
     width = 1 if head == "autoencoder" else window
 
-    def vectors(rows: np.ndarray) -> np.ndarray:
-        if width == 1:
-            out: np.ndarray = z[rows]
-            return out
-        parts = [lagged(z[r], width - 1) for r in _runs(rows, segments) if len(r) >= width]
-        if not parts:
-            raise DataError(f"no run of {width} consecutive readings in the rows to fit a window AutoEncoder on")
-        return np.concatenate(parts)
-
-    train_x, holdout_x = vectors(train), vectors(holdout)
+    train_x, holdout_x = (_lagged_runs(z, rows, segments, width - 1) for rows in (train, holdout))
     d = train_x.shape[1]
     hidden = options.hidden or (None if width == 1 else [max(8, min(2 * d, 128)), max(4, min(d, 64))])
     latent = options.latent or (None if width == 1 else max(2, min(z.shape[1] // 3, 16)))
@@ -217,7 +219,7 @@ def _fit_head(
 
 
 def _threshold(
-    fitted: _Fitted, scores: np.ndarray, table: SensorTable, split: _Split, labelled: bool, options: SensorFitOptions
+    scores: np.ndarray, table: SensorTable, split: _Split, labelled: bool, options: SensorFitOptions
 ) -> Threshold:
     if labelled:
         return from_labelled(
@@ -262,7 +264,7 @@ def fit_sensor_line(line: str, data: Path | str, options: SensorFitOptions, stor
     choices = []
     for fitted in fits:
         scores = score_series(fitted.model, table.values, table.segments).scores
-        fitted.model.threshold = _threshold(fitted, scores, table, split, labelled, options)
+        fitted.model.threshold = _threshold(scores, table, split, labelled, options)
         choices.append((fitted, scores))
     selection = None
     if len(choices) > 1:

@@ -148,7 +148,7 @@ async def _readings(services: Services, entry: LineEntry, request: Request, star
     streamed: StreamScores | None = None
     events: dict[int, str] = {}
     if services.sensors.by_stream(entry, readings.stream):
-        window = int(entry.card.head.scorer.get("window", 1)) if entry.card.head else 1
+        window = entry.window
         if readings.stream is None and len(readings.values) < window:
             raise APIError(
                 422,
@@ -182,7 +182,7 @@ def _with_stream(body: SensorPrediction | SensorBatchPrediction, call: _SensorCa
     body.window = streamed.window
     first = _first_reading(streamed)
     if isinstance(body, SensorPrediction):
-        event = next((e for e in streamed.events), None)
+        event = streamed.events[0] if streamed.events else None  # one reading: at most one event
         body.alarm = StreamAlarm.model_construct(
             active=bool(streamed.alarm[0]),
             event=event.kind if event else None,
