@@ -137,6 +137,11 @@ def main(argv: list[str] | None = None) -> None:
     print("| head | " + " | ".join(str(f) for f in DETECTABLE) + " |")
     for name, result, *_ in rows:
         print(f"| {name} | " + " | ".join(f"{result[f][0]:.2f}" for f in DETECTABLE) + " |")
+    print("\nper fault (detection delay: readings after the onset at reading 160 to the first flagged one; - never)")
+    print("| head | " + " | ".join(str(f) for f in DETECTABLE) + " |")
+    for name, result, *_ in rows:
+        cells = ("-" if (d := result[f][1]) is None else f"{d:.0f}" for f in DETECTABLE)
+        print(f"| {name} | " + " | ".join(cells) + " |")
     synthetic()
 
 
